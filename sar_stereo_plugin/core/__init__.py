@@ -1,0 +1,11 @@
+"""Stereo radargrammetry without QGIS: geometry, products, simulation. Never imports qgis."""
+
+from .errors import GeometryError, RasterError, SarStereoError, SensorModelError
+from .sensor import SensorModel, height_sensitivity, intersection_angle, triangulate
+from .products import read_sensor_model, write_sensor_model
+
+__all__ = [
+    "SarStereoError", "SensorModelError", "GeometryError", "RasterError",
+    "SensorModel", "triangulate", "intersection_angle", "height_sensitivity",
+    "read_sensor_model", "write_sensor_model",
+]

@@ -1,0 +1,86 @@
+"""GeoTIFF output with atomic writes, embedded sensor models and GCPs.
+
+Pixel convention conversion (integer at centres here, 0.5 at centres in GDAL) happens only here.
+"""
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import RasterError
+
+gdal.UseExceptions()
+
+SENSOR_ITEM = "SARSTEREO_SENSOR"
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+            if leftover.exists():
+                leftover.unlink()
+
+
+def write_geotiff(path, bands, metadata=None, band_names=(), gcps=None, nodata=None):
+    """Write a float32 GeoTIFF atomically. ``bands``: (rows, cols) or (n, rows, cols) array.
+
+    ``gcps``: optional (rows, cols, lon, lat, h) arrays in this project's pixel convention; they
+    let QGIS draw a slant-range image near its place on the map (EPSG:4326).
+    """
+    bands = np.asarray(bands, dtype=np.float32)
+    if bands.ndim == 2:
+        bands = bands[None]
+    n, rows, cols = bands.shape
+    with atomic_path(path) as tmp:
+        try:
+            ds = gdal.GetDriverByName("GTiff").Create(
+                str(tmp), cols, rows, n, gdal.GDT_Float32,
+                ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER"])
+        except RuntimeError as exc:
+            raise RasterError(f"{path}: cannot be written ({exc})") from None
+        for i in range(n):
+            band = ds.GetRasterBand(i + 1)
+            band.WriteArray(bands[i])
+            if nodata is not None:
+                band.SetNoDataValue(nodata)
+            if i < len(band_names):
+                band.SetDescription(band_names[i])
+        for key, value in (metadata or {}).items():
+            ds.SetMetadataItem(key, value)
+        if gcps is not None:
+            from osgeo import osr
+            srs = osr.SpatialReference()
+            srs.ImportFromEPSG(4326)
+            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            ds.SetGCPs([gdal.GCP(float(lo), float(la), float(hh), float(c) + 0.5, float(r) + 0.5)
+                        for r, c, lo, la, hh in zip(*(np.ravel(a) for a in gcps))
+                        if np.isfinite(lo) and np.isfinite(la)], srs)
+        ds.FlushCache()
+        ds = None
+
+
+def read_metadata_item(path, key):
+    """One metadata item of a raster, or None."""
+    try:
+        ds = gdal.Open(str(path))
+    except RuntimeError:
+        return None
+    return ds.GetMetadataItem(key)
+
+
+def gcp_grid(model, height=0.0, n=8):
+    """GCPs (rows, cols, lon, lat, h) on an n x n grid of the image at a constant height."""
+    rows, cols = np.meshgrid(np.linspace(0, model.rows - 1, n), np.linspace(0, model.cols - 1, n),
+                             indexing="ij")
+    lon, lat, h = model.rdr2geo(rows, cols, height=height)
+    return rows, cols, lon, lat, h

@@ -24,8 +24,19 @@ def sidecar_path(image_path):
     return Path(image_path).with_suffix(".sensor.json")
 
 
+_HDF5_SUBDATASET = re.compile(r'^HDF5:"?(?P<path>[^"]+)"?://?(?P<dataset>.+/frequency(?P<freq>[A-Z])/(?P<pol>[A-Z]{2}))$')
+
+
 def read_sensor_model(path, frequency="A", polarization=None):
-    """The sensor model of an image: embedded, sidecar, or NISAR RSLC HDF5 (see module doc)."""
+    """The sensor model of an image: embedded, sidecar, or NISAR RSLC HDF5 (see module doc).
+
+    ``path`` may also be a GDAL HDF5 subdataset name of an RSLC image, as QGIS gives it, e.g.
+    ``HDF5:"file.h5"://science/LSAR/SLC/swaths/frequencyA/HH``; frequency and polarisation then
+    come from it.
+    """
+    sub = _HDF5_SUBDATASET.match(str(path))
+    if sub:
+        path, frequency, polarization = sub.group("path"), sub.group("freq"), sub.group("pol")
     path = Path(path)
     if not path.exists():
         raise SensorModelError(f"{path}: file not found")

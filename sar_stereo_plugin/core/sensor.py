@@ -343,19 +343,123 @@ def _loads(text, source):
 
 
 # ---------------------------------------------------------------- stereo geometry
-def _solve3(m, b):
-    """Solve batched symmetric 3x3 systems m x = b by the adjugate (fast for millions)."""
-    c00 = m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1]
-    c01 = m[..., 1, 2] * m[..., 2, 0] - m[..., 1, 0] * m[..., 2, 2]
-    c02 = m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]
-    c11 = m[..., 0, 0] * m[..., 2, 2] - m[..., 0, 2] * m[..., 2, 0]
-    c12 = m[..., 0, 1] * m[..., 2, 0] - m[..., 0, 0] * m[..., 2, 1]
-    c22 = m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]
-    det = m[..., 0, 0] * c00 + m[..., 0, 1] * c01 + m[..., 0, 2] * c02
-    x0 = (c00 * b[..., 0] + c01 * b[..., 1] + c02 * b[..., 2]) / det
-    x1 = (c01 * b[..., 0] + c11 * b[..., 1] + c12 * b[..., 2]) / det
-    x2 = (c02 * b[..., 0] + c12 * b[..., 1] + c22 * b[..., 2]) / det
-    return np.stack([x0, x1, x2], axis=-1)
+_CHUNK = 1 << 16  # points per block: keeps the ~40 work arrays in cache instead of RAM
+
+
+def _view(model, rows, cols):
+    """Per-point quantities of one view as component arrays: position, unit velocity, range,
+    and the Doppler plane constant c (the Doppler condition is linear: vhat.X = c)."""
+    t = model.row_to_time(rows)
+    p = model.orbit.position(t)
+    v = model.orbit.velocity(t)
+    px, py, pz = (np.ascontiguousarray(p[:, i]) for i in range(3))
+    vx, vy, vz = v[:, 0], v[:, 1], v[:, 2]
+    speed = np.sqrt(vx * vx + vy * vy + vz * vz)
+    vx, vy, vz = vx / speed, vy / speed, vz / speed
+    rng = model.col_to_range(cols)
+    # Doppler: vhat.(X - p) = (lambda f_dc / 2 / |v|) * range
+    c = vx * px + vy * py + vz * pz + (model._half_lambda_fdc / speed) * rng
+    return (px, py, pz), (vx, vy, vz), rng, c
+
+
+def _plane_two_spheres(view1, view2, look_side):
+    """Closed-form point on view 1's Doppler plane at both ranges, on view 1's look side.
+
+    In view 1's Doppler plane the range sphere is a circle; view 2's sphere cuts the plane in a
+    line. Of the two crossings take the one on the look side, and of two such the lower one (the
+    other is the mirror image above the platforms). NaN where the line misses a degenerate plane.
+    """
+    (px, py, pz), (vx, vy, vz), r1, c1 = view1
+    (qx, qy, qz), _, r2, _ = view2
+    off = c1 - (vx * px + vy * py + vz * pz)  # distance of the circle's centre from p1 along vhat
+    cx, cy, cz = px + off * vx, py + off * vy, pz + off * vz
+    rho2 = np.maximum(r1 * r1 - off * off, 0.0)
+    # in-plane basis: 'up' = p1 without its along-track part, 'side' = vhat x up (right looking)
+    pv = px * vx + py * vy + pz * vz
+    ux, uy, uz = px - pv * vx, py - pv * vy, pz - pv * vz
+    un = np.sqrt(ux * ux + uy * uy + uz * uz)
+    ux, uy, uz = ux / un, uy / un, uz / un
+    sx, sy, sz = vy * uz - vz * uy, vz * ux - vx * uz, vx * uy - vy * ux
+    if look_side == "left":
+        sx, sy, sz = -sx, -sy, -sz
+    dx, dy, dz = cx - qx, cy - qy, cz - qz
+    qs, qu = dx * sx + dy * sy + dz * sz, dx * ux + dy * uy + dz * uz
+    # |d + a s + b u|^2 = r2^2 with a^2 + b^2 = rho2  ->  qs a + qu b = w
+    w = 0.5 * (r2 * r2 - (dx * dx + dy * dy + dz * dz) - rho2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.sqrt(qs * qs + qu * qu)
+        ns, nu = qs / norm, qu / norm
+        foot = w / norm
+        half = np.sqrt(np.maximum(rho2 - foot * foot, 0.0))  # inconsistent ranges: closest point
+    a1, b1 = foot * ns - half * nu, foot * nu + half * ns
+    a2, b2 = foot * ns + half * nu, foot * nu - half * ns
+    first = np.where((a1 > 0) != (a2 > 0), a1 > 0, b1 < b2)
+    a, b = np.where(first, a1, a2), np.where(first, b1, b2)
+    return cx + a * sx + b * ux, cy + a * sy + b * uy, cz + a * sz + b * uz
+
+
+def _triangulate_block(ref_model, r1, c1, sec_model, r2, c2, height_guess, max_iter):
+    view1, view2 = _view(ref_model, r1, c1), _view(sec_model, r2, c2)
+    x, y, z = _plane_two_spheres(view1, view2, ref_model.look_side)
+    bad = ~np.isfinite(x)
+    if bad.any():  # degenerate geometry: start on the reference circle at the guessed height
+        (px, py, pz), (vx, vy, vz), rg, _ = view1
+        p = np.stack([px[bad], py[bad], pz[bad]], axis=-1)
+        vh = np.stack([vx[bad], vy[bad], vz[bad]], axis=-1)
+        h0 = np.maximum(height_guess, np.linalg.norm(p, axis=-1) - ellipsoid.geocentric_radius(p) - 0.95 * rg[bad])
+        lon, lat = ref_model._sphere_guess(p, vh, rg[bad], h0)
+        xyz = ellipsoid.geodetic_frame(lon, lat, h0)[0]
+        x[bad], y[bad], z[bad] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    (p1x, p1y, p1z), (v1x, v1y, v1z), rg1, dc1 = view1
+    (p2x, p2y, p2z), (v2x, v2y, v2z), rg2, dc2 = view2
+    # Gauss-Newton on the four equations; the Doppler rows of J^T J never change
+    a00 = v1x * v1x + v2x * v2x
+    a01 = v1x * v1y + v2x * v2y
+    a02 = v1x * v1z + v2x * v2z
+    a11 = v1y * v1y + v2y * v2y
+    a12 = v1y * v1z + v2y * v2z
+    a22 = v1z * v1z + v2z * v2z
+    for it in range(max_iter + 1):
+        d1x, d1y, d1z = x - p1x, y - p1y, z - p1z
+        n1 = np.sqrt(d1x * d1x + d1y * d1y + d1z * d1z)
+        d1x /= n1
+        d1y /= n1
+        d1z /= n1
+        d2x, d2y, d2z = x - p2x, y - p2y, z - p2z
+        n2 = np.sqrt(d2x * d2x + d2y * d2y + d2z * d2z)
+        d2x /= n2
+        d2y /= n2
+        d2z /= n2
+        f1, f2 = n1 - rg1, n2 - rg2
+        g1 = v1x * x + v1y * y + v1z * z - dc1
+        g2 = v2x * x + v2y * y + v2z * z - dc2
+        if it == max_iter:
+            break
+        m00 = a00 + d1x * d1x + d2x * d2x
+        m01 = a01 + d1x * d1y + d2x * d2y
+        m02 = a02 + d1x * d1z + d2x * d2z
+        m11 = a11 + d1y * d1y + d2y * d2y
+        m12 = a12 + d1y * d1z + d2y * d2z
+        m22 = a22 + d1z * d1z + d2z * d2z
+        b0 = -(d1x * f1 + d2x * f2 + v1x * g1 + v2x * g2)
+        b1 = -(d1y * f1 + d2y * f2 + v1y * g1 + v2y * g2)
+        b2 = -(d1z * f1 + d2z * f2 + v1z * g1 + v2z * g2)
+        c00 = m11 * m22 - m12 * m12  # adjugate of the symmetric 3x3 normal matrix
+        c01 = m02 * m12 - m01 * m22
+        c02 = m01 * m12 - m02 * m11
+        c11 = m00 * m22 - m02 * m02
+        c12 = m01 * m02 - m00 * m12
+        c22 = m00 * m11 - m01 * m01
+        det = m00 * c00 + m01 * c01 + m02 * c02
+        sx = (c00 * b0 + c01 * b1 + c02 * b2) / det
+        sy = (c01 * b0 + c11 * b1 + c12 * b2) / det
+        sz = (c02 * b0 + c12 * b1 + c22 * b2) / det
+        x, y, z = x + sx, y + sy, z + sz
+        if not np.nanmax(np.abs(sx) + np.abs(sy) + np.abs(sz), initial=0.0) > 1e-7:
+            max_iter = it + 1  # converged: one more pass evaluates the residual at the result
+    residual = np.sqrt(f1 * f1 + g1 * g1 + f2 * f2 + g2 * g2)
+    lon, lat, h = ellipsoid.ecef_to_llh(np.stack([x, y, z], axis=-1))
+    return lon, lat, h, residual
 
 
 def triangulate(ref_model, ref_rows, ref_cols, sec_model, sec_rows, sec_cols, height_guess=0.0,
@@ -364,40 +468,22 @@ def triangulate(ref_model, ref_rows, ref_cols, sec_model, sec_rows, sec_cols, he
 
     Returns (lon, lat, h, residual_m): degrees, metres above the ellipsoid, and the misclosure
     of the four range/Doppler equations in metres (near zero for an exact match; a mismatch in
-    azimuth raises it). NaN inputs give NaN outputs. ``height_guess`` (m) only seeds the solver.
+    azimuth raises it). NaN inputs give NaN outputs. The solver starts from the closed-form
+    crossing of the reference Doppler plane with both range spheres; ``height_guess`` (m) seeds
+    it only where that crossing is degenerate.
     """
     arrays = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in
                                    (ref_rows, ref_cols, sec_rows, sec_cols)))
     shape = arrays[0].shape
     r1, c1, r2, c2 = (a.ravel() for a in arrays)
-    ok = np.isfinite(r1) & np.isfinite(c1) & np.isfinite(r2) & np.isfinite(c2)
-    views = []
-    for model, rows, cols in ((ref_model, r1[ok], c1[ok]), (sec_model, r2[ok], c2[ok])):
-        p, v, _ = model.orbit.state(model.row_to_time(rows))
-        speed = np.linalg.norm(v, axis=-1)
-        views.append((p, v / speed[:, None], model.col_to_range(cols), model._half_lambda_fdc / speed))
-    (p1, vh1, rg1, k1), _ = views
-    # start on the reference circle at the guessed height, or higher where the range cannot reach it
-    h0 = np.maximum(height_guess, np.linalg.norm(p1, axis=-1) - ellipsoid.geocentric_radius(p1) - 0.95 * rg1)
-    lon, lat = ref_model._sphere_guess(p1, vh1, rg1, h0)
-    x = ellipsoid.geodetic_frame(lon, lat, h0)[0]
-    for _ in range(max_iter):
-        rows_j, res = [], []
-        for p, vh, rg, k in views:
-            d = x - p
-            dist = np.linalg.norm(d, axis=-1)
-            rows_j += [d / dist[:, None], vh]
-            res += [dist - rg, np.einsum("ij,ij->i", vh, d) - k * rg]
-        jac = np.stack(rows_j, axis=1)  # (n, 4, 3)
-        res = np.stack(res, axis=1)  # (n, 4)
-        step = _solve3(np.einsum("nki,nkj->nij", jac, jac), -np.einsum("nki,nk->ni", jac, res))
-        x = x + step
-        if not np.nanmax(np.abs(step), initial=0.0) > 1e-6:
-            break
-    residual = np.sqrt((res ** 2).sum(axis=1))
+    ok = np.flatnonzero(np.isfinite(r1) & np.isfinite(c1) & np.isfinite(r2) & np.isfinite(c2))
     out = [np.full(r1.shape, np.nan) for _ in range(4)]
-    for o, val in zip(out, (*ellipsoid.ecef_to_llh(x), residual)):
-        o[ok] = val
+    for start in range(0, ok.size, _CHUNK):
+        sel = ok[start:start + _CHUNK]
+        block = _triangulate_block(ref_model, r1[sel], c1[sel], sec_model, r2[sel], c2[sel],
+                                   height_guess, max_iter)
+        for o, val in zip(out, block):
+            o[sel] = val
     return tuple(o.reshape(shape) for o in out)
 
 

@@ -1,0 +1,84 @@
+# sar_stereo_plugin — every target is idempotent. `make demo` and `make test` are all a user needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+# --- pins -------------------------------------------------------------------------------------
+# Debian 12 (bookworm) packages: QGIS 3.22 Python bindings and providers, qgis_process, GDAL, h5py,
+# the Qt resource compiler (pyrcc5) and zip. numpy/scipy/matplotlib/pyproj stay Debian's.
+APT_PACKAGES := python3-qgis=3.22.16+dfsg-1 qgis-providers=3.22.16+dfsg-1 qgis=3.22.16+dfsg-1 \
+  python3-gdal=3.6.2+dfsg-1+b2 gdal-bin=3.6.2+dfsg-1+b2 python3-h5py=3.7.0-8 \
+  python3-matplotlib=3.6.3-1+b1 python3-scipy=1.10.1-2 python3-pyproj=3.4.1-1+b1 \
+  python3-venv=3.11.2-1+b1 pyqt5-dev-tools=5.15.9+dfsg-1 zip=3.0-13+deb12u1 rsync=3.5.0+ds1-0+deb12u1
+# PyTorch: the CPU wheel by default. For a CUDA build: make setup TORCH_SPEC="torch==2.13.0"
+# (PyPI's default build for Linux is CUDA), or add TORCH_INDEX="--index-url <wheel index>".
+TORCH_SPEC ?= torch==2.13.0+cpu
+TORCH_INDEX ?=
+DL_PACKAGES := torchvision==0.28.0 romatch==0.1.2
+
+PY := /usr/bin/python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
+STAGE := build/plugin/sar_stereo_plugin
+PROFILE := build/qgis-config
+SITE := $(abspath $(VENV))/lib/python3.11/site-packages
+QGIS_ENV := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(abspath $(PROFILE)) PYTHONPATH=$(SITE)
+QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+
+.PHONY: setup apt test stage package deploy process bench demo figure clean
+
+setup: apt $(STAMP) sar_stereo_plugin/resources_rc.py
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do n=$${p%%=*}; v=$${p#*=}; \
+	  have=$$(dpkg-query -W -f='$${Version}' $$n 2>/dev/null); \
+	  if [ -z "$$have" ] || { [ "$$v" != "$$p" ] && [ "$$have" != "$$v" ]; }; then missing="$$missing $$p"; fi; done; \
+	if [ -n "$$missing" ]; then echo "apt: installing$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+
+$(STAMP): requirements.txt constraints.txt Makefile
+	@test -x $(VPY) || $(PY) -m venv --system-site-packages $(VENV)
+	$(VPY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)" -c constraints.txt
+	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(VPY) -m pip install -q --no-deps $(DL_PACKAGES)
+	@$(VPY) -c "import numpy, osgeo.gdal_array; assert numpy.__version__.startswith('1.24'), numpy.__version__"
+	@touch $@
+
+sar_stereo_plugin/resources_rc.py: resources.qrc sar_stereo_plugin/icon.svg
+	pyrcc5 -o $@ resources.qrc
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q -p no:cacheprovider tests
+
+# Plugin folder as QGIS installs it: code, metadata.txt and compiled resources.
+stage: setup
+	@mkdir -p $(STAGE)
+	@rsync -a --delete --exclude __pycache__ --exclude '*.pyc' sar_stereo_plugin/ $(STAGE)/
+	@cp metadata.txt $(STAGE)/
+
+package: stage
+	@mkdir -p dist && rm -f dist/sar_stereo_plugin-$(VERSION).zip
+	@cd build/plugin && zip -qr ../../dist/sar_stereo_plugin-$(VERSION).zip sar_stereo_plugin
+	@echo "dist/sar_stereo_plugin-$(VERSION).zip (Plugins > Manage and Install Plugins > Install from ZIP)"
+
+deploy: package
+	@mkdir -p $(QGIS_PROFILE_DIR)/python/plugins
+	@rm -rf $(QGIS_PROFILE_DIR)/python/plugins/sar_stereo_plugin
+	@cd $(QGIS_PROFILE_DIR)/python/plugins && unzip -q $(abspath dist/sar_stereo_plugin-$(VERSION).zip)
+	@$(VPY) scripts/enable_plugin.py $(QGIS_PROFILE_DIR)/QGIS/QGIS3.ini
+	@echo "installed into $(QGIS_PROFILE_DIR)/python/plugins/sar_stereo_plugin and enabled"
+
+# qgis_process in QGIS 3.22 loads only plugins enabled in its profile: run it on a private
+# profile holding the staged plugin, enabled. (/usr/bin/qgis_process is broken on Debian.)
+process: stage
+	@mkdir -p $(PROFILE)/profiles/default/python/plugins
+	@ln -sfn $(abspath $(STAGE)) $(PROFILE)/profiles/default/python/plugins/sar_stereo_plugin
+	@$(VPY) scripts/enable_plugin.py $(PROFILE)/profiles/default/QGIS/QGIS3.ini
+	$(QGIS_ENV) /usr/bin/qgis_process.bin $(ARGS)
+
+bench: setup
+	$(VPY) benchmarks/run.py
+
+clean:
+	rm -rf build dist sar_stereo_plugin/resources_rc.py

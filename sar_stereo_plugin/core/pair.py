@@ -1,0 +1,125 @@
+"""Inspect a stereo pair before matching: footprints, overlap, convergence, height sensitivity.
+
+Everything is evaluated on a regular grid of reference-image points projected to the ground at a
+constant height (or onto a DEM), which keeps it vectorised and independent of polygon libraries.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ellipsoid
+from .errors import GeometryError
+from .sensor import height_sensitivity, intersection_angle
+
+MIN_INTERSECTION_DEG = 1.0  # below this, a pixel of disparity means kilometres of height
+
+
+@dataclass
+class PairReport:
+    """What a user needs to know about a pair; ``to_dict`` gives the JSON report."""
+    overlap_fraction: float
+    intersection_angle_deg: dict
+    height_sensitivity_m_per_px: dict
+    look_sides: dict
+    headings_deg: dict
+    incidence_deg: dict
+    reference_height_m: float
+    footprints: dict = field(repr=False)  # role -> (n, 2) lon/lat ring, closed
+    terrain: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        out = {k: v for k, v in self.__dict__.items() if k != "footprints"}
+        out["footprints_wkt"] = {role: ring_to_wkt(ring) for role, ring in self.footprints.items()}
+        return out
+
+
+def _stats(values):
+    v = values[np.isfinite(values)]
+    if not v.size:
+        return {"min": None, "median": None, "max": None}
+    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+
+
+def ring_to_wkt(ring):
+    return "POLYGON ((" + ", ".join(f"{x:.8f} {y:.8f}" for x, y in ring) + "))"
+
+
+def footprint(model, height, per_edge=16):
+    """Closed lon/lat ring of the image border at a constant height."""
+    r, c = model.rows - 1, model.cols - 1
+    t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
+    rows = np.concatenate([0 * t, t * r, r + 0 * t, r * (1 - t), [0.0]])
+    cols = np.concatenate([t * c, c + 0 * t, c * (1 - t), 0 * t, [0.0]])
+    lon, lat, _ = model.rdr2geo(rows, cols, height=height)
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise GeometryError(
+            f"{model.source}: the slant ranges of this image do not reach the height {height:.0f} m "
+            "everywhere; give the scene's approximate height or a DEM")
+    return np.stack([lon, lat], axis=-1)
+
+
+def _heading_and_incidence(model, lon, lat, h):
+    xyz = ellipsoid.llh_to_ecef(lon, lat, h)
+    t, _ = model.ecef_to_time_range(xyz)
+    p, v, _ = model.orbit.state(t)
+    _, d_lon, d_lat = ellipsoid.geodetic_frame(np.radians(lon), np.radians(lat), h)
+    east, north = d_lon / np.linalg.norm(d_lon), d_lat / np.linalg.norm(d_lat)
+    up = np.cross(east, north)
+    heading = np.degrees(np.arctan2(v @ east, v @ north)) % 360.0
+    los = (p - xyz) / np.linalg.norm(p - xyz)
+    return float(heading), float(np.degrees(np.arccos(np.clip(los @ up, -1, 1))))
+
+
+def inspect_pair(ref_model, sec_model, dem=None, height=None, grid=33):
+    """Report on a pair; raises GeometryError for a pair that cannot give heights.
+
+    ``dem``: optional path or ``Dem``; ground points then lie on it and the report gains
+    layover/shadow fractions. ``height``: constant ground height (m) otherwise; default the DEM's
+    median height, or 0.
+    """
+    from .dem import Dem
+    dem = Dem(dem) if isinstance(dem, (str, bytes)) or hasattr(dem, "__fspath__") else dem
+    if height is None:
+        height = float(np.nanmedian(dem.heights)) if dem is not None else 0.0
+    rings = {"reference": footprint(ref_model, height), "secondary": footprint(sec_model, height)}
+
+    rows, cols = np.meshgrid(np.linspace(0, ref_model.rows - 1, grid),
+                             np.linspace(0, ref_model.cols - 1, grid), indexing="ij")
+    if dem is not None:
+        lon, lat, h = ref_model.rdr2geo(rows, cols, dem=dem)
+    else:
+        lon, lat, h = ref_model.rdr2geo(rows, cols, height=height)
+    seen = np.isfinite(h)
+    sec_rows, sec_cols = sec_model.geo2rdr(np.where(seen, lon, 0), np.where(seen, lat, 0), np.where(seen, h, height))
+    inside = seen & (sec_rows >= -0.5) & (sec_rows <= sec_model.rows - 0.5) \
+        & (sec_cols >= -0.5) & (sec_cols <= sec_model.cols - 0.5)
+    overlap = float(inside.sum() / max(seen.sum(), 1))
+    if not inside.any():
+        raise GeometryError(
+            f"{ref_model.source} and {sec_model.source} do not overlap on the ground: no point of the "
+            "reference image falls inside the secondary image; choose images of the same area")
+    lon, lat, h = lon[inside], lat[inside], h[inside]
+    angles = intersection_angle(ref_model, sec_model, lon, lat, h)
+    if np.nanmax(angles) < MIN_INTERSECTION_DEG:
+        raise GeometryError(
+            f"{ref_model.source} and {sec_model.source} look at the ground from nearly the same "
+            f"direction (intersection angle at most {np.nanmax(angles):.2f} deg < {MIN_INTERSECTION_DEG} deg); "
+            "stereo needs views from different incidence angles or opposite sides")
+    sens = height_sensitivity(ref_model, sec_model, lon, lat, h)
+    centre = (float(np.median(lon)), float(np.median(lat)), float(np.median(h)))
+    headings, incidences = {}, {}
+    for role, model in (("reference", ref_model), ("secondary", sec_model)):
+        headings[role], incidences[role] = _heading_and_incidence(model, *centre)
+    report = PairReport(
+        overlap_fraction=overlap,
+        intersection_angle_deg=_stats(angles),
+        height_sensitivity_m_per_px=_stats(sens),
+        look_sides={"reference": ref_model.look_side, "secondary": sec_model.look_side},
+        headings_deg=headings, incidence_deg=incidences,
+        reference_height_m=float(height), footprints=rings)
+    if dem is not None:
+        from .terrain import terrain_fractions
+        report.terrain = {"reference": terrain_fractions(ref_model, dem),
+                          "secondary": terrain_fractions(sec_model, dem)}
+    return report

@@ -1,0 +1,30 @@
+"""What every algorithm shares: core errors as Processing errors, sensor models from parameters."""
+
+from contextlib import contextmanager
+
+from qgis.core import QgsProcessingException
+
+from ..core.errors import SarStereoError
+
+
+@contextmanager
+def user_errors():
+    """Turn core errors into QgsProcessingException with the same, actionable message."""
+    try:
+        yield
+    except SarStereoError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+
+
+def layer_path(layer):
+    """File path (or GDAL dataset name, e.g. an HDF5 subdataset) behind a raster layer."""
+    return layer.dataProvider().dataSourceUri() if layer.dataProvider() else layer.source()
+
+
+def load_model(image_path, model_path=None):
+    """Sensor model from an explicit JSON file, else found with the image (see core.products)."""
+    from ..core.products import read_sensor_model
+    from ..core.sensor import SensorModel
+    if model_path:
+        return SensorModel.from_json(model_path)
+    return read_sensor_model(image_path)

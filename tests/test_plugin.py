@@ -154,3 +154,19 @@ def test_package_zip_installable():
     for required in ("metadata.txt", "__init__.py", "resources_rc.py", "icon.svg", "processing/provider.py"):
         assert f"sar_stereo_plugin/{required}" in names
     assert not any("__pycache__" in n for n in names)
+
+
+def test_footprints_load_styled(plugin, winnipeg, tmp_path, qgis_new_project):
+    """runAndLoadResults (what the Toolbox does) loads the footprints with the bundled style."""
+    import processing
+    from qgis.core import QgsProject
+    subdataset = f'HDF5:"{winnipeg / "winnipeg.h5"}"://science/LSAR/SLC/swaths/frequencyA/HH'
+    second, _ = _second_view_of(subdataset, tmp_path, 15.0)
+    processing.runAndLoadResults("sarstereo:inspectpair", {
+        "REFERENCE": QgsRasterLayer(subdataset, "winnipeg HH"), "SECONDARY": str(second), "HEIGHT": 240.0,
+        "FOOTPRINTS": "TEMPORARY_OUTPUT", "REPORT": str(tmp_path / "r.json")})
+    layers = [l for l in QgsProject.instance().mapLayers().values() if l.type() == l.VectorLayer]
+    assert len(layers) == 1
+    renderer = layers[0].renderer()
+    assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "role"
+    assert {c.value() for c in renderer.categories()} == {"reference", "secondary"}

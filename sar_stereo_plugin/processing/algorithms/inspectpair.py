@@ -10,6 +10,7 @@ from qgis.core import (QgsFeature, QgsFeatureSink, QgsField, QgsFields, QgsGeome
 from qgis.PyQt.QtCore import QVariant
 
 from ..common import layer_path, load_model, user_errors
+from ..styling import qml, style_on_load
 
 
 class InspectPair(QgsProcessingAlgorithm):
@@ -99,6 +100,7 @@ class InspectPair(QgsProcessingAlgorithm):
             feature.setAttributes([role, paths[key], report.look_sides[role], report.headings_deg[role],
                                    report.incidence_deg[role]])
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        style_on_load(context, sink_id, qml("footprints"))
         feedback.setProgress(100)
         return {self.FOOTPRINTS: sink_id, self.REPORT: report_path,
                 "OVERLAP_FRACTION": report.overlap_fraction,

@@ -33,7 +33,7 @@ def _run_case(module, index):
 
 
 def main():
-    sys.path.insert(0, str(HERE))
+    sys.path[:0] = [str(HERE), str(HERE.parent)]
     rows = []
     for path in sorted(HERE.glob("bench_*.py")):
         module = path.stem

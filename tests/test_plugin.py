@@ -170,3 +170,14 @@ def test_footprints_load_styled(plugin, winnipeg, tmp_path, qgis_new_project):
     renderer = layers[0].renderer()
     assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "role"
     assert {c.value() for c in renderer.categories()} == {"reference", "secondary"}
+
+
+def test_deploy_installs_and_enables(tmp_path):
+    profile = tmp_path / "profile"
+    out = subprocess.run(["make", "-s", "deploy", f"QGIS_PROFILE_DIR={profile}"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (profile / "python/plugins/sar_stereo_plugin/metadata.txt").is_file()
+    settings = configparser.ConfigParser()
+    settings.read(profile / "QGIS/QGIS3.ini")
+    assert settings["PythonPlugins"]["sar_stereo_plugin"] == "true"

@@ -22,7 +22,8 @@ class Dem:
         try:
             ds = gdal.Open(self.path)
         except RuntimeError as exc:
-            raise RasterError(f"{self.path}: cannot be opened as a DEM raster ({exc})") from None
+            raise RasterError(f"{self.path}: field 'DEM': cannot be opened as a raster ({exc}); "
+                              "give a GeoTIFF or another raster GDAL reads") from None
         gt = ds.GetGeoTransform(can_return_null=True)
         wkt = ds.GetProjection()
         if gt is None or not wkt:
@@ -36,8 +37,30 @@ class Dem:
         nodata = band.GetNoDataValue()
         if nodata is not None:
             heights[heights == nodata] = np.nan
+        self._setup(heights, gt, wkt)
+
+    @classmethod
+    def from_array(cls, heights, geotransform, crs, name="<array DEM>"):
+        """A DEM from an in-memory array (rows north to south for a north-up geotransform).
+
+        ``geotransform``: GDAL's 6 numbers (pixel corners); ``crs``: anything pyproj's
+        ``CRS.from_user_input`` takes (EPSG code, WKT, ...); NaN heights are unknown.
+        """
+        dem = cls.__new__(cls)
+        dem.path = str(name)
+        gt = tuple(float(v) for v in geotransform)
+        if len(gt) != 6 or gt[2] != 0 or gt[4] != 0 or gt[1] == 0 or gt[5] == 0:
+            raise RasterError(f"{dem.path}: field 'geotransform': expected a north-up GDAL geotransform, got {gt}")
+        heights = np.array(heights, dtype=np.float64)
+        if heights.ndim != 2:
+            raise RasterError(f"{dem.path}: field 'heights': expected a 2-D array, got shape {heights.shape}")
+        dem._setup(heights, gt, CRS.from_user_input(crs).to_wkt())
+        return dem
+
+    def _setup(self, heights, gt, wkt):
         if not np.isfinite(heights).any():
-            raise RasterError(f"{self.path}: band 1 holds no valid height")
+            raise RasterError(f"{self.path}: field 'band 1': holds no valid height (all nodata/NaN); "
+                              "give a DEM with heights, or fix its nodata value")
         self.heights, self.geotransform = heights, gt
         self.crs = CRS.from_wkt(wkt)
         srs = osr.SpatialReference(wkt=wkt)
@@ -58,6 +81,28 @@ class Dem:
         gt = self.geotransform
         return (np.asarray(y) - gt[3]) / gt[5] - 0.5, (np.asarray(x) - gt[0]) / gt[1] - 0.5
 
+    def lonlat_to_pixel(self, lon, lat):
+        """DEM (row, col) of geographic points (degrees), integer at pixel centres."""
+        x, y = self._from_lonlat.transform(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
+        return self.xy_to_pixel(x, y)
+
+    def center_lonlat(self):
+        """Longitude and latitude (degrees) of the centre of the grid."""
+        rows, cols = self.shape
+        lon, lat = self.lonlat(*self.pixel_to_xy((rows - 1) / 2.0, (cols - 1) / 2.0))
+        return float(lon), float(lat)
+
+    def pixel_size_m(self):
+        """Ground size (metres) of one pixel along rows and along columns at the grid centre."""
+        from pyproj import Geod
+        rows, cols = self.shape
+        r, c = (rows - 1) / 2.0, (cols - 1) / 2.0
+        lon, lat = self.lonlat(*self.pixel_to_xy(np.array([r, r + 1, r]), np.array([c, c, c + 1])))
+        geod = Geod(ellps="WGS84")
+        _, _, along_rows = geod.inv(lon[0], lat[0], lon[1], lat[1])
+        _, _, along_cols = geod.inv(lon[0], lat[0], lon[2], lat[2])
+        return float(along_rows), float(along_cols)
+
     def lonlat(self, x, y):
         lon, lat = self._to_lonlat.transform(x, y)
         return np.asarray(lon), np.asarray(lat)
@@ -73,3 +118,25 @@ class Dem:
                                              np.clip(cols, 0, n_cols - 1).ravel()],
                               order=1, mode="nearest").reshape(lon.shape)
         return np.where(inside, out, np.nan)
+
+
+DEFAULT_DEM_NAME = "jacksboro_fault_dem.npz (matplotlib sample data)"
+
+
+def load_default_dem():
+    """The embedded default DEM: Jacksboro fault, Tennessee, 344 x 403 at 3 arc-seconds.
+
+    It ships with matplotlib (Debian: python-matplotlib-data). Row 0 is the north edge (the
+    file's ``ymin``); ``xmin``/``xmax`` and ``ymin``/``ymax`` are the grid's outer edges, so
+    dx = dy = 1/1200 degree. Heights are used as metres above the WGS84 ellipsoid.
+    """
+    from matplotlib import cbook
+    try:
+        path = cbook.get_sample_data("jacksboro_fault_dem.npz", asfileobj=False)
+        with np.load(path) as data:
+            heights = data["elevation"].astype(np.float64)
+            west, north, dx, dy = (float(data[k]) for k in ("xmin", "ymin", "dx", "dy"))
+    except (OSError, KeyError, ValueError) as exc:
+        raise RasterError(f"{DEFAULT_DEM_NAME}: field 'DEM': the default DEM cannot be read ({exc}); "
+                          "install matplotlib's sample data (python3-matplotlib-data) or give a DEM") from None
+    return Dem.from_array(heights, (west, dx, 0.0, north, 0.0, -dy), "EPSG:4326", DEFAULT_DEM_NAME)

@@ -7,17 +7,18 @@ Writing a model does both: it embeds the JSON and writes the sidecar.
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from .errors import SensorModelError, located
+from .errors import RasterError, SarStereoError, SensorModelError, located
 from .raster import SENSOR_ITEM, gcp_grid, read_metadata_item, write_geotiff
 from .sensor import SCHEMA, SensorModel
 
 SPEED_OF_LIGHT = 299792458.0
 _NISAR_ROOTS = ("science/LSAR", "science/SSAR")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def sidecar_path(image_path):
@@ -38,13 +39,18 @@ def read_sensor_model(path, frequency="A", polarization=None):
     if sub:
         path, frequency, polarization = sub.group("path"), sub.group("freq"), sub.group("pol")
     path = Path(path)
-    if not path.exists():
-        raise SensorModelError(f"{path}: file not found")
+    if not path.is_file():
+        raise SensorModelError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
     if _is_hdf5(path):
         return read_nisar_rslc(path, frequency, polarization)[0]
     embedded = read_metadata_item(path, SENSOR_ITEM)
     if embedded:
-        return SensorModel.from_json(json.loads(embedded), source=f"{path} (metadata {SENSOR_ITEM})")
+        source = f"{path} (metadata {SENSOR_ITEM})"
+        try:
+            doc = json.loads(embedded)
+        except json.JSONDecodeError as exc:
+            raise SensorModelError(f"{source}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        return SensorModel.from_json(doc, source=source)
     sidecar = sidecar_path(path)
     if sidecar.exists():
         return SensorModel.from_json(sidecar)
@@ -56,7 +62,10 @@ def read_sensor_model(path, frequency="A", polarization=None):
 def write_sensor_model(image_path, model):
     """Embed the model into an existing GeoTIFF and write its sidecar JSON."""
     from osgeo import gdal
-    ds = gdal.Open(str(image_path), gdal.GA_Update)
+    try:
+        ds = gdal.OpenEx(str(image_path), gdal.OF_RASTER | gdal.OF_UPDATE)
+    except RuntimeError as exc:
+        raise RasterError(f"{image_path}: cannot be opened for update to embed the sensor model ({exc})") from None
     ds.SetMetadataItem(SENSOR_ITEM, json.dumps(model.to_dict()))
     ds = None
     sidecar_path(image_path).write_text(model.to_json(), encoding="utf-8")
@@ -71,75 +80,136 @@ def write_image(path, amplitude, model, metadata=None):
 
 # ---------------------------------------------------------------- NISAR RSLC
 def _is_hdf5(path):
-    with open(path, "rb") as fh:
-        return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    """HDF5 signature at offset 0 or at a user-block offset (512, 1024, 2048, ...)."""
+    try:
+        with open(path, "rb") as fh:
+            for offset in (0, 512, 1024, 2048, 4096):
+                fh.seek(offset)
+                if fh.read(8) == _HDF5_SIGNATURE:
+                    return True
+    except OSError as exc:
+        raise RasterError(f"{path}: cannot be read ({exc.strerror})") from None
+    return False
 
 
-def _epoch(units, source, field):
+def _text(value):
+    """An HDF5 string (bytes, str, or a one-element array of either) as str."""
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0] if value.size == 1 else value
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _epoch(dataset, source):
+    units = dataset.attrs.get("units")
+    if units is None:
+        raise SensorModelError(located(source, dataset.name, "has no 'units' attribute ('seconds since <UTC time>')"))
+    units = _text(units)
     match = re.match(r"seconds since (\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(\.\d+)?)", units)
     if not match:
-        raise SensorModelError(located(source, field, f"units {units!r} are not 'seconds since <UTC time>'"))
+        raise SensorModelError(located(source, dataset.name, f"units {units!r} are not 'seconds since <UTC time>'"))
     return datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}")
 
 
-def read_nisar_rslc(path, frequency="A", polarization=None):
-    """(SensorModel, h5 dataset path of the chosen image) from a NISAR RSLC HDF5 product."""
+def _open_h5(path):
     import h5py
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise RasterError(f"{path}: cannot be read as HDF5 (truncated or corrupt file?): {exc}") from None
+
+
+def read_nisar_rslc(path, frequency="A", polarization=None):
+    """(SensorModel, h5 dataset path of the chosen image) from a NISAR RSLC HDF5 product.
+
+    Errors name the file and the HDF5 field: ``SensorModelError`` for missing or malformed
+    metadata, ``RasterError`` where the file cannot be read at all (truncated, corrupt).
+    """
     source = str(path)
-    with h5py.File(path, "r") as h5:
-        root = next((r for r in _NISAR_ROOTS if r in h5), None)
-        if root is None:
-            raise SensorModelError(located(source, "science/LSAR", "not a NISAR product (no science/LSAR or science/SSAR group)"))
-        swaths, orbit = f"{root}/SLC/swaths", f"{root}/SLC/metadata/orbit"
-        freq = f"{swaths}/frequency{frequency}"
+    with _open_h5(path) as h5:
+        try:
+            return _read_rslc(h5, source, frequency, polarization)
+        except SarStereoError:
+            raise
+        except (OSError, RuntimeError) as exc:  # h5py reports damaged data blocks this way
+            raise RasterError(f"{source}: the HDF5 file is damaged and cannot be read ({exc})") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise SensorModelError(
+                f"{source}: not a readable NISAR RSLC product ({type(exc).__name__}: {exc})") from None
 
-        def get(name):
-            if name not in h5:
-                raise SensorModelError(located(source, name, "is missing from the RSLC product"))
-            return h5[name]
 
-        pols = [p.decode() for p in get(f"{freq}/listOfPolarizations")[()]]
-        pol = polarization or pols[0]
-        if pol not in pols:
-            raise SensorModelError(located(source, f"{freq}/listOfPolarizations",
-                                           f"polarization {pol!r} not present; choose one of {pols}"))
-        zdt = get(f"{swaths}/zeroDopplerTime")
-        t_epoch = _epoch(zdt.attrs["units"].decode(), source, zdt.name)
-        times = zdt[()]
-        ranges = get(f"{freq}/slantRange")[()]
-        otime = get(f"{orbit}/time")
-        o_epoch = _epoch(otime.attrs["units"].decode(), source, otime.name)
-        shift = (o_epoch - t_epoch).total_seconds()
-        look = get(f"{root}/identification/lookDirection")[()].decode().strip().lower()
-        fc = float(get(f"{freq}/processedCenterFrequency")[()])
-        shape = get(f"{freq}/{pol}").shape
-        for name, arr in ((zdt.name, times), (f"{freq}/slantRange", ranges)):
-            steps = np.diff(arr)
-            if steps.size and np.ptp(steps) > 1e-6 * abs(steps.mean()):
-                raise SensorModelError(located(source, name, "is not uniformly spaced; resample the product first"))
-        doc = {
-            "schema": SCHEMA,
-            "wavelength_m": SPEED_OF_LIGHT / fc,
-            "look_side": look,
-            "reference_epoch": t_epoch.isoformat() + "Z",
-            "orbit": {"time_s": (otime[()] + shift).tolist(),
-                      "position_m": get(f"{orbit}/position")[()].tolist(),
-                      "velocity_m_s": get(f"{orbit}/velocity")[()].tolist()},
-            "azimuth": {"first_line_time_s": float(times[0]),
-                        "line_interval_s": float((times[-1] - times[0]) / (len(times) - 1))},
-            "range": {"first_sample_range_m": float(ranges[0]),
-                      "sample_spacing_m": float((ranges[-1] - ranges[0]) / (len(ranges) - 1))},
-            "doppler_centroid_hz": 0.0,  # RSLC products are focused to zero-Doppler geometry
-            "shape": {"rows": int(shape[0]), "cols": int(shape[1])},
-        }
+def _read_rslc(h5, source, frequency, polarization):
+    import h5py
+    root = next((r for r in _NISAR_ROOTS if r in h5), None)
+    if root is None:
+        raise SensorModelError(located(source, "science/LSAR", "not a NISAR product (no science/LSAR or science/SSAR group)"))
+    swaths, orbit = f"{root}/SLC/swaths", f"{root}/SLC/metadata/orbit"
+    freq = f"{swaths}/frequency{frequency}"
+
+    def get(name):
+        if name not in h5 or not isinstance(h5[name], h5py.Dataset):
+            raise SensorModelError(located(source, name, "is missing from the RSLC product"))
+        return h5[name]
+
+    if freq not in h5:
+        present = sorted(k[len("frequency"):] for k in h5[swaths] if k.startswith("frequency")) if swaths in h5 else []
+        raise SensorModelError(located(source, freq, f"frequency {frequency!r} not present; choose one of {present}"))
+    pols = [_text(p) for p in np.atleast_1d(get(f"{freq}/listOfPolarizations")[()])]
+    pol = polarization or pols[0]
+    if pol not in pols:
+        raise SensorModelError(located(source, f"{freq}/listOfPolarizations",
+                                       f"polarization {pol!r} not present; choose one of {pols}"))
+    zdt = get(f"{swaths}/zeroDopplerTime")
+    t_epoch = _epoch(zdt, source)
+    times = np.asarray(zdt[()], dtype=np.float64)
+    ranges = np.asarray(get(f"{freq}/slantRange")[()], dtype=np.float64)
+    otime = get(f"{orbit}/time")
+    shift = (_epoch(otime, source) - t_epoch).total_seconds()
+    look = _text(get(f"{root}/identification/lookDirection")[()]).strip().lower()
+    fc = float(get(f"{freq}/processedCenterFrequency")[()])
+    shape = get(f"{freq}/{pol}").shape
+    for name, arr in ((zdt.name, times), (f"{freq}/slantRange", ranges)):
+        if arr.ndim != 1 or arr.size < 2:
+            raise SensorModelError(located(source, name, f"expected a 1-D array of 2 or more values, got {arr.shape}"))
+        steps = np.diff(arr)
+        if np.ptp(steps) > 1e-6 * abs(steps.mean()):
+            raise SensorModelError(located(source, name, "is not uniformly spaced; resample the product first"))
+    if shape != (times.size, ranges.size):
+        raise SensorModelError(located(source, f"{freq}/{pol}", f"image shape {shape} does not match "
+                                       f"zeroDopplerTime ({times.size}) x slantRange ({ranges.size})"))
+    if not fc > 0:
+        raise SensorModelError(located(source, f"{freq}/processedCenterFrequency", f"must be positive, got {fc}"))
+    doc = {
+        "schema": SCHEMA,
+        "wavelength_m": SPEED_OF_LIGHT / fc,
+        "look_side": look,
+        "reference_epoch": t_epoch.isoformat() + "Z",
+        "orbit": {"time_s": (np.asarray(otime[()], dtype=np.float64) + shift).tolist(),
+                  "position_m": np.asarray(get(f"{orbit}/position")[()], dtype=np.float64).tolist(),
+                  "velocity_m_s": np.asarray(get(f"{orbit}/velocity")[()], dtype=np.float64).tolist()},
+        "azimuth": {"first_line_time_s": float(times[0]),
+                    "line_interval_s": float((times[-1] - times[0]) / (len(times) - 1))},
+        "range": {"first_sample_range_m": float(ranges[0]),
+                  "sample_spacing_m": float((ranges[-1] - ranges[0]) / (len(ranges) - 1))},
+        "doppler_centroid_hz": 0.0,  # RSLC products are focused to zero-Doppler geometry
+        "shape": {"rows": int(shape[0]), "cols": int(shape[1])},
+    }
     return SensorModel.from_json(doc, source=f"{source} (frequency {frequency}, {pol})"), f"{freq}/{pol}"
 
 
 def nisar_to_geotiff(h5_path, out_path, frequency="A", polarization=None):
     """Convert an RSLC image to a float32 amplitude GeoTIFF that QGIS reads, model embedded."""
-    import h5py
     model, dataset = read_nisar_rslc(h5_path, frequency, polarization)
-    with h5py.File(h5_path, "r") as h5:
-        amplitude = np.abs(h5[dataset][()]).astype(np.float32)
+    with _open_h5(h5_path) as h5:
+        try:
+            data = h5[dataset][()]
+            if data.dtype.names and {"r", "i"} <= set(data.dtype.names):  # NISAR's complex32 pairs
+                data = data["r"].astype(np.float32) + 1j * data["i"].astype(np.float32)
+            amplitude = np.abs(data).astype(np.float32)
+        except (OSError, RuntimeError) as exc:
+            raise RasterError(f"{h5_path}: image {dataset} cannot be read; the file is damaged ({exc})") from None
     write_image(out_path, amplitude, model, metadata={"SARSTEREO_SOURCE": f"{h5_path}:{dataset}"})
     return model

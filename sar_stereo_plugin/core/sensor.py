@@ -8,6 +8,7 @@ c * sample_spacing_m``. Every geometric function works on arrays of any shape an
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,29 +16,40 @@ from pathlib import Path
 import numpy as np
 
 from . import ellipsoid
-from .errors import GeometryError, SensorModelError, located
+from .errors import SensorModelError, located
 from .orbit import Orbit
 
 SCHEMA = "sarstereo.sensor/1"
 MIN_STATE_VECTORS = 4
 _NEWTON_MAX = 30
+_MAX_PIXELS = 2 ** 31 - 1  # GDAL's limit on a raster dimension
 
 
 # ---------------------------------------------------------------- parsing and validation
+def _is_real(value):
+    """A real number from JSON or from code (numpy scalars included), never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _number(value, where, source, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise SensorModelError(located(source, where, f"expected a number, got {type(value).__name__}"))
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range
+        raise SensorModelError(located(source, where, "is too large")) from None
     if not math.isfinite(value):
         raise SensorModelError(located(source, where, f"must be finite, got {value}"))
     if positive and value <= 0:
         raise SensorModelError(located(source, where, f"must be positive, got {value}"))
-    return float(value)
+    return value
 
 
 def _integer(value, where, source):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SensorModelError(located(source, where, f"expected a positive integer, got {value!r}"))
-    return value
+    if (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
+            or not 1 <= value <= _MAX_PIXELS):
+        raise SensorModelError(located(source, where, f"expected an integer from 1 to {_MAX_PIXELS}, got {value!r}"))
+    return int(value)
 
 
 def _section(doc, key, keys, source, optional=()):
@@ -55,20 +67,27 @@ def _exact_keys(doc, keys, source, prefix="", optional=()):
     for k in keys:
         if k not in doc:
             raise SensorModelError(located(source, prefix + k, "is missing"))
-    unknown = sorted(set(doc) - set(keys) - set(optional))
+    unknown = sorted(set(doc) - set(keys) - set(optional), key=str)
     if unknown:
         raise SensorModelError(located(source, prefix + unknown[0],
                                        f"is not part of schema {SCHEMA}; remove it"))
 
 
 def _vectors(value, where, source, n):
+    """An (n, 3) float array from a list of [x, y, z] numbers (or such a numpy array)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+        value = value.tolist()
+    if not (isinstance(value, (list, tuple)) and all(
+            isinstance(row, (list, tuple)) and len(row) == 3 and all(_is_real(c) for c in row)
+            for row in value)):
+        raise SensorModelError(located(source, where, f"expected a list of {n} [x, y, z] number triples"))
+    if len(value) != n:
+        raise SensorModelError(located(source, where, f"expected {n} rows of [x, y, z] (one per orbit.time_s), "
+                                       f"got {len(value)}"))
     try:
-        arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise SensorModelError(located(source, where, "expected a list of [x, y, z] numbers")) from None
-    if arr.shape != (n, 3) or not isinstance(value, list) or any(
-            isinstance(c, bool) for row in value if isinstance(row, list) for c in row):
-        raise SensorModelError(located(source, where, f"expected {n} rows of [x, y, z], got shape {arr.shape}"))
+        arr = np.array(value, dtype=np.float64).reshape(n, 3)
+    except OverflowError:
+        raise SensorModelError(located(source, where, "holds a number too large")) from None
     if not np.isfinite(arr).all():
         raise SensorModelError(located(source, where, "holds a non-finite value"))
     return arr
@@ -117,7 +136,7 @@ class SensorModel:
         """Parse and validate a model from a JSON file path, a JSON text, or a dict."""
         if isinstance(path_or_dict, dict):
             doc, source = path_or_dict, source or "<sensor model>"
-        elif isinstance(path_or_dict, str) and path_or_dict.lstrip().startswith("{"):
+        elif isinstance(path_or_dict, str) and path_or_dict.lstrip()[:1] in ("{", "["):
             doc, source = _loads(path_or_dict, source or "<sensor model>"), source or "<sensor model>"
         else:
             source = source or str(path_or_dict)
@@ -125,6 +144,8 @@ class SensorModel:
                 text = Path(path_or_dict).read_text(encoding="utf-8")
             except OSError as exc:
                 raise SensorModelError(f"{source}: cannot read the sensor model ({exc.strerror})") from None
+            except UnicodeDecodeError:
+                raise SensorModelError(f"{source}: not a text (UTF-8 JSON) sensor model file") from None
             doc = _loads(text, source)
         return cls._from_dict(doc, source)
 
@@ -144,7 +165,9 @@ class SensorModel:
         shape = _section(doc, "shape", ("rows", "cols"), source)
 
         times = orbit["time_s"]
-        if not isinstance(times, list):
+        if isinstance(times, np.ndarray):
+            times = times.tolist()
+        if not isinstance(times, (list, tuple)):
             raise SensorModelError(located(source, "orbit.time_s", "expected a list of numbers"))
         times = np.array([_number(t, f"orbit.time_s[{i}]", source) for i, t in enumerate(times)])
         if times.size < MIN_STATE_VECTORS:
@@ -157,11 +180,13 @@ class SensorModel:
                                            f"times must increase strictly (index {i}: {times[i]} after {times[i - 1]})"))
         pos = _vectors(orbit["position_m"], "orbit.position_m", source, times.size)
         vel = _vectors(orbit["velocity_m_s"], "orbit.velocity_m_s", source, times.size)
-        radius = np.linalg.norm(pos, axis=1)
+        with np.errstate(over="ignore"):  # absurd values overflow to inf and fail below
+            radius = np.linalg.norm(pos, axis=1)
+            speed = np.linalg.norm(vel, axis=1)
         if (radius < ellipsoid.B - 1.0e5).any() or (radius > 1.0e8).any():
             raise SensorModelError(located(source, "orbit.position_m",
                                            "positions must be ECEF metres (EPSG:4978), above the Earth's surface"))
-        if (np.linalg.norm(vel, axis=1) <= 0).any():
+        if (speed <= 0).any():
             raise SensorModelError(located(source, "orbit.velocity_m_s", "holds a zero velocity"))
 
         model = cls(
@@ -222,34 +247,50 @@ class SensorModel:
         Points whose Doppler time falls outside the orbit get NaN. Rows/cols outside the image
         are returned as they are: callers decide what lies inside.
         """
-        xyz = ellipsoid.llh_to_ecef(lon, lat, h)
-        t, rng = self.ecef_to_time_range(xyz)
+        lon, lat, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (lon, lat, h)))
+        t, rng = _blockwise(self._time_range_block, lon, lat, h, degrees=True)
         return ((t - self.first_line_time_s) / self.line_interval_s,
                 (rng - self.first_sample_range_m) / self.sample_spacing_m)
 
     def ecef_to_time_range(self, xyz):
-        """Azimuth time and slant range of ECEF points (..., 3) by Newton iteration on Doppler."""
+        """Azimuth time and slant range of ECEF points (..., 3) by Newton iteration on Doppler.
+
+        NaN where the Doppler time falls outside the orbit.
+        """
         xyz = np.asarray(xyz, dtype=np.float64)
+        return _blockwise(self._time_range_block, xyz[..., 0], xyz[..., 1], xyz[..., 2])
+
+    def _time_range_block(self, x, y, z, degrees=False):
+        if degrees:  # (lon, lat, h) -> ECEF
+            x, y, z = ellipsoid.llh_to_xyz(np.radians(x), np.radians(y), z)
         lo, hi = self.orbit.span
-        t = np.full(xyz.shape[:-1], 0.5 * (self.row_to_time(0) + self.row_to_time(self.rows - 1)))
-        t[~np.isfinite(xyz).all(axis=-1)] = np.nan
+        # start: where the point projects on the trajectory's tangent at the scene centre
+        t0 = 0.5 * (self.row_to_time(0) + self.row_to_time(self.rows - 1))
+        (p0x, p0y, p0z), (v0x, v0y, v0z) = self.orbit.position(t0), self.orbit.velocity(t0)
+        t = t0 + ((x - p0x) * v0x + (y - p0y) * v0y + (z - p0z) * v0z) / (v0x * v0x + v0y * v0y + v0z * v0z)
+        t = np.clip(t, lo, hi)
         k = self._half_lambda_fdc
+        pinned = np.zeros(t.shape, bool)
         for _ in range(_NEWTON_MAX):
             p, v, a = self.orbit.state(t)
-            d = xyz - p
-            rng = np.linalg.norm(d, axis=-1)
-            vd = np.einsum("...i,...i->...", v, d)
-            g = vd - k * rng
-            dg = np.einsum("...i,...i->...", a, d) - np.einsum("...i,...i->...", v, v) + k * vd / rng
-            step = g / dg
-            t = np.clip(t - step, lo, hi)
+            dx, dy, dz = x - p[:, 0], y - p[:, 1], z - p[:, 2]
+            vx, vy, vz = v[:, 0], v[:, 1], v[:, 2]
+            rng = np.sqrt(dx * dx + dy * dy + dz * dz)
+            vd = vx * dx + vy * dy + vz * dz
+            dg = a[:, 0] * dx + a[:, 1] * dy + a[:, 2] * dz - (vx * vx + vy * vy + vz * vz) + k * vd / rng
+            step = (vd - k * rng) / dg
+            t = t - step
+            outside = (t < lo) | (t > hi)
+            t = np.clip(t, lo, hi)
+            # pushed out of the orbit twice running: the point is seen outside the orbit
+            lost = outside & pinned
+            t[lost], step[lost], pinned = np.nan, np.nan, outside
             if not np.nanmax(np.abs(step), initial=0.0) > 1e-10:
                 break
+        t = np.where(np.abs(step) <= 1e-6, t, np.nan)
         p = self.orbit.position(t)
-        rng = np.linalg.norm(xyz - p, axis=-1)
-        # a solution pinned at the orbit's end is no solution: the point is seen outside the orbit
-        converged = np.abs(step) <= 1e-6
-        return np.where(converged, t, np.nan), np.where(converged, rng, np.nan)
+        dx, dy, dz = x - p[:, 0], y - p[:, 1], z - p[:, 2]
+        return t, np.sqrt(dx * dx + dy * dy + dz * dz)
 
     # ------------------------------------------------------------ rdr2geo
     def rdr2geo(self, rows, cols, height=None, dem=None):
@@ -257,12 +298,12 @@ class SensorModel:
 
         ``height``: scalar or array of metres above the ellipsoid (default 0). ``dem``: a
         GDAL-readable raster path (or ``Dem``) whose surface is intersected instead; points
-        off the DEM get NaN.
+        off the DEM get NaN. Rows whose time lies outside the orbit raise ``GeometryError``.
         """
-        rows, cols = np.broadcast_arrays(np.asarray(rows, np.float64), np.asarray(cols, np.float64))
+        rows, cols, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (
+            rows, cols, 0.0 if height is None else height)))
         t, rng = self.row_to_time(rows), self.col_to_range(cols)
         if dem is None:
-            h = np.broadcast_to(np.asarray(0.0 if height is None else height, np.float64), rows.shape)
             lon, lat = self.time_range_to_lonlat(t, rng, h)
             return np.degrees(lon), np.degrees(lat), np.where(np.isfinite(lon), h, np.nan)
         return self._intersect_dem(t, rng, dem)
@@ -270,46 +311,42 @@ class SensorModel:
     def time_range_to_lonlat(self, t, rng, h, start=None):
         """Longitude and latitude (radians) of the target at time t, slant range rng, height h.
 
-        Newton iteration on (lon, lat) of the range and Doppler conditions; ``start`` is an
-        optional (lon, lat) guess in radians. NaN where the range cannot reach height h.
+        The target lies on a circle: the range sphere cut by the Doppler plane (cone). A sphere
+        about the Earth's centre picks the start on it, on the look side; Newton's method along
+        the circle then meets the geodetic height h, so range and Doppler hold exactly at every
+        step. ``start``: optional (lon, lat) guess in radians. NaN where the range cannot
+        reach height h.
         """
-        p, v, _ = self.orbit.state(t)
-        vhat = v / np.linalg.norm(v, axis=-1, keepdims=True)
-        lon, lat = start if start is not None else self._sphere_guess(p, vhat, rng, h)
-        k = self._half_lambda_fdc / np.linalg.norm(v, axis=-1)  # sine of the squint angle
-        for _ in range(_NEWTON_MAX):
-            x, d_lon, d_lat = ellipsoid.geodetic_frame(lon, lat, h)
-            d = x - p
-            r_now = np.linalg.norm(d, axis=-1)
-            los = d / r_now[..., None]
-            f1 = r_now - rng
-            f2 = np.einsum("...i,...i->...", vhat, d) - k * rng
-            j11 = np.einsum("...i,...i->...", los, d_lon)
-            j12 = np.einsum("...i,...i->...", los, d_lat)
-            j21 = np.einsum("...i,...i->...", vhat, d_lon)
-            j22 = np.einsum("...i,...i->...", vhat, d_lat)
-            det = j11 * j22 - j12 * j21
-            dlon = -(j22 * f1 - j12 * f2) / det
-            dlat = -(j11 * f2 - j21 * f1) / det
-            lon, lat = lon + dlon, lat + dlat
-            if not np.nanmax(np.abs(dlon) + np.abs(dlat), initial=0.0) > 1e-14:
-                break
-        return lon, lat
+        arrays = [t, rng, h] + ([] if start is None else list(start))
+        return _blockwise(self._lonlat_block, *np.broadcast_arrays(
+            *(np.asarray(a, np.float64) for a in arrays)))
 
-    def _sphere_guess(self, p, vhat, rng, h):
-        """Target on a local sphere, in the plane normal to the velocity, on the look side."""
-        up = p - np.einsum("...i,...i->...", p, vhat)[..., None] * vhat
-        rp = np.linalg.norm(up, axis=-1)
-        up = up / rp[..., None]
-        side = np.cross(vhat, up) if self.look_side == "right" else np.cross(up, vhat)
-        rt = ellipsoid.geocentric_radius(p) + h
-        cos_theta = (rp ** 2 + rt ** 2 - rng ** 2) / (2.0 * rp * rt)
-        cos_theta = np.where(np.abs(cos_theta) <= 1.0, cos_theta, np.nan)
-        sin_theta = np.sqrt(1.0 - cos_theta ** 2)
-        x = rt[..., None] * (cos_theta[..., None] * up + sin_theta[..., None] * side)
-        lon = np.arctan2(x[..., 1], x[..., 0])
-        lat = np.arctan2(x[..., 2], (1.0 - ellipsoid.E2) * np.hypot(x[..., 0], x[..., 1]))
-        return lon, lat
+    def _lonlat_block(self, t, rng, h, start_lon=None, start_lat=None):
+        view = _View(self, t, rng)
+        if start_lon is None:
+            rt = ellipsoid.geocentric_radius_xyz(*view.p) + h
+        else:
+            rt = np.sqrt(sum(c * c for c in ellipsoid.llh_to_xyz(start_lon, start_lat, h)))
+        a, b = view.cut(0.0, 0.0, 0.0, rt, exact=True)
+        if start_lon is None:  # once more, with the Earth's radius at the first crossing
+            rt = ellipsoid.geocentric_radius_xyz(*view.point(a, b)) + h
+            a, b = view.cut(0.0, 0.0, 0.0, rt, exact=True)
+        theta, rho = np.arctan2(a, b), view.rho
+        (cx, cy, cz), (ux, uy, uz), (sx, sy, sz) = view.centre, view.up, view.side
+        final = False
+        for _ in range(_NEWTON_MAX):
+            st, ct = np.sin(theta), np.cos(theta)
+            x, y, z = cx + rho * (st * sx + ct * ux), cy + rho * (st * sy + ct * uy), cz + rho * (st * sz + ct * uz)
+            p, sphi, cphi, hx = ellipsoid.geodetic(x, y, z)
+            if final:
+                break
+            # d(height)/d(theta) = normal . dX/dtheta, with dX/dtheta = rho (cos s - sin u)
+            tx, ty, tz = ct * sx - st * ux, ct * sy - st * uy, ct * sz - st * uz
+            slope = rho * (cphi * (x * tx + y * ty) / p + sphi * tz)
+            step = (hx - h) / slope
+            theta = theta - step
+            final = not np.nanmax(np.abs(step * rho), initial=0.0) > 1e-6  # then one more pass
+        return np.arctan2(y, x), np.arctan2(sphi, cphi)
 
     def _intersect_dem(self, t, rng, dem, tol_m=1e-3, max_iter=50):
         from .dem import Dem
@@ -342,124 +379,141 @@ def _loads(text, source):
         raise SensorModelError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
 
 
-# ---------------------------------------------------------------- stereo geometry
-_CHUNK = 1 << 16  # points per block: keeps the ~40 work arrays in cache instead of RAM
+# ---------------------------------------------------------------- vectorised kernels
+_BLOCK = 1 << 14  # points per block: the ~50 work arrays of a block stay in cache, not RAM
 
 
-def _view(model, rows, cols):
-    """Per-point quantities of one view as component arrays: position, unit velocity, range,
-    and the Doppler plane constant c (the Doppler condition is linear: vhat.X = c)."""
-    t = model.row_to_time(rows)
-    p = model.orbit.position(t)
-    v = model.orbit.velocity(t)
-    px, py, pz = (np.ascontiguousarray(p[:, i]) for i in range(3))
-    vx, vy, vz = v[:, 0], v[:, 1], v[:, 2]
-    speed = np.sqrt(vx * vx + vy * vy + vz * vz)
-    vx, vy, vz = vx / speed, vy / speed, vz / speed
-    rng = model.col_to_range(cols)
-    # Doppler: vhat.(X - p) = (lambda f_dc / 2 / |v|) * range
-    c = vx * px + vy * py + vz * pz + (model._half_lambda_fdc / speed) * rng
-    return (px, py, pz), (vx, vy, vz), rng, c
+def _blockwise(func, *arrays, **kwargs):
+    """Run func on flat blocks of same-shape arrays, only where all are finite; NaN elsewhere.
 
-
-def _plane_two_spheres(view1, view2, look_side):
-    """Closed-form point on view 1's Doppler plane at both ranges, on view 1's look side.
-
-    In view 1's Doppler plane the range sphere is a circle; view 2's sphere cuts the plane in a
-    line. Of the two crossings take the one on the look side, and of two such the lower one (the
-    other is the mirror image above the platforms). NaN where the line misses a degenerate plane.
+    func returns a tuple of 1-D arrays; the result is that tuple reshaped to the input shape.
     """
-    (px, py, pz), (vx, vy, vz), r1, c1 = view1
-    (qx, qy, qz), _, r2, _ = view2
-    off = c1 - (vx * px + vy * py + vz * pz)  # distance of the circle's centre from p1 along vhat
-    cx, cy, cz = px + off * vx, py + off * vy, pz + off * vz
-    rho2 = np.maximum(r1 * r1 - off * off, 0.0)
-    # in-plane basis: 'up' = p1 without its along-track part, 'side' = vhat x up (right looking)
-    pv = px * vx + py * vy + pz * vz
-    ux, uy, uz = px - pv * vx, py - pv * vy, pz - pv * vz
-    un = np.sqrt(ux * ux + uy * uy + uz * uz)
-    ux, uy, uz = ux / un, uy / un, uz / un
-    sx, sy, sz = vy * uz - vz * uy, vz * ux - vx * uz, vx * uy - vy * ux
-    if look_side == "left":
-        sx, sy, sz = -sx, -sy, -sz
-    dx, dy, dz = cx - qx, cy - qy, cz - qz
-    qs, qu = dx * sx + dy * sy + dz * sz, dx * ux + dy * uy + dz * uz
-    # |d + a s + b u|^2 = r2^2 with a^2 + b^2 = rho2  ->  qs a + qu b = w
-    w = 0.5 * (r2 * r2 - (dx * dx + dy * dy + dz * dz) - rho2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        norm = np.sqrt(qs * qs + qu * qu)
-        ns, nu = qs / norm, qu / norm
-        foot = w / norm
-        half = np.sqrt(np.maximum(rho2 - foot * foot, 0.0))  # inconsistent ranges: closest point
-    a1, b1 = foot * ns - half * nu, foot * nu + half * ns
-    a2, b2 = foot * ns + half * nu, foot * nu - half * ns
-    first = np.where((a1 > 0) != (a2 > 0), a1 > 0, b1 < b2)
-    a, b = np.where(first, a1, a2), np.where(first, b1, b2)
-    return cx + a * sx + b * ux, cy + a * sy + b * uy, cz + a * sz + b * uz
+    shape = arrays[0].shape
+    flat = [np.ravel(a) for a in arrays]
+    ok = np.ones(flat[0].size, bool)
+    for a in flat:
+        ok &= np.isfinite(a)
+    idx = None if ok.all() else np.flatnonzero(ok)
+    count = ok.size if idx is None else idx.size
+    outs = None
+    for start in range(0, count, _BLOCK):
+        sel = slice(start, start + _BLOCK) if idx is None else idx[start:start + _BLOCK]
+        res = func(*(a[sel] for a in flat), **kwargs)
+        if outs is None:
+            outs = [np.full(ok.size, np.nan) for _ in res]
+        for o, r in zip(outs, res):
+            o[sel] = r
+    if outs is None:  # nothing finite: learn the number of outputs from an empty call
+        outs = [np.full(ok.size, np.nan) for _ in func(*(a[:0] for a in flat), **kwargs)]
+    return tuple(o.reshape(shape) for o in outs)
 
 
-def _triangulate_block(ref_model, r1, c1, sec_model, r2, c2, height_guess, max_iter):
-    view1, view2 = _view(ref_model, r1, c1), _view(sec_model, r2, c2)
-    x, y, z = _plane_two_spheres(view1, view2, ref_model.look_side)
-    bad = ~np.isfinite(x)
-    if bad.any():  # degenerate geometry: start on the reference circle at the guessed height
-        (px, py, pz), (vx, vy, vz), rg, _ = view1
-        p = np.stack([px[bad], py[bad], pz[bad]], axis=-1)
-        vh = np.stack([vx[bad], vy[bad], vz[bad]], axis=-1)
-        h0 = np.maximum(height_guess, np.linalg.norm(p, axis=-1) - ellipsoid.geocentric_radius(p) - 0.95 * rg[bad])
-        lon, lat = ref_model._sphere_guess(p, vh, rg[bad], h0)
-        xyz = ellipsoid.geodetic_frame(lon, lat, h0)[0]
-        x[bad], y[bad], z[bad] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    (p1x, p1y, p1z), (v1x, v1y, v1z), rg1, dc1 = view1
-    (p2x, p2y, p2z), (v2x, v2y, v2z), rg2, dc2 = view2
+class _View:
+    """One image's geometry at given azimuth times and slant ranges, as component arrays.
+
+    Range sphere |X - p| = rng and Doppler condition vhat.(X - p) = k rng (k the sine of the
+    squint) meet in a circle: centre p + k rng vhat, radius rng sqrt(1 - k^2), in the plane
+    spanned by 'up' (p without its along-track part) and 'side' (towards the look side).
+    """
+
+    def __init__(self, model, t, rng):
+        p, v = model.orbit.position(t), model.orbit.velocity(t)
+        px, py, pz = (np.ascontiguousarray(p[:, i]) for i in range(3))
+        speed = np.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2 + v[:, 2] ** 2)
+        vx, vy, vz = v[:, 0] / speed, v[:, 1] / speed, v[:, 2] / speed
+        k = model._half_lambda_fdc / speed
+        pv = px * vx + py * vy + pz * vz
+        self.p, self.v, self.rng = (px, py, pz), (vx, vy, vz), rng
+        self.doppler = pv + k * rng  # Doppler plane: vhat.X = doppler
+        off = k * rng
+        self.centre = (px + off * vx, py + off * vy, pz + off * vz)
+        self.rho = rng * np.sqrt(np.maximum(1.0 - k * k, 0.0))
+        ux, uy, uz = px - pv * vx, py - pv * vy, pz - pv * vz
+        un = np.sqrt(ux * ux + uy * uy + uz * uz)
+        ux, uy, uz = ux / un, uy / un, uz / un
+        sign = 1.0 if model.look_side == "right" else -1.0  # vhat x up points right
+        self.up = (ux, uy, uz)
+        self.side = (sign * (vy * uz - vz * uy), sign * (vz * ux - vx * uz), sign * (vx * uy - vy * ux))
+
+    def cut(self, qx, qy, qz, radius, exact):
+        """Circle coordinates (a along side, b along up) where a sphere crosses the circle.
+
+        Of the two crossings take the one on the look side (a > 0), and of two such the lower
+        (the other mirrors it above the platforms). Where the sphere misses the circle: NaN if
+        ``exact``, else the circle's point nearest to the sphere.
+        """
+        (cx, cy, cz), (ux, uy, uz), (sx, sy, sz) = self.centre, self.up, self.side
+        dx, dy, dz = cx - qx, cy - qy, cz - qz
+        ds, du = dx * sx + dy * sy + dz * sz, dx * ux + dy * uy + dz * uz
+        rho2 = self.rho * self.rho
+        # |d + a side + b up|^2 = radius^2 with a^2 + b^2 = rho^2: the line ds a + du b = w
+        w = 0.5 * (radius * radius - (dx * dx + dy * dy + dz * dz) - rho2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            norm = np.sqrt(ds * ds + du * du)
+            ns, nu = ds / norm, du / norm
+            foot = w / norm
+            half2 = rho2 - foot * foot
+            half = np.sqrt(np.where(half2 >= 0, half2, np.nan if exact else 0.0))
+        a1, b1 = foot * ns - half * nu, foot * nu + half * ns
+        a2, b2 = foot * ns + half * nu, foot * nu - half * ns
+        first = np.where((a1 > 0) != (a2 > 0), a1 > 0, b1 < b2)
+        return np.where(first, a1, a2), np.where(first, b1, b2)
+
+    def point(self, a, b):
+        (cx, cy, cz), (ux, uy, uz), (sx, sy, sz) = self.centre, self.up, self.side
+        return cx + a * sx + b * ux, cy + a * sy + b * uy, cz + a * sz + b * uz
+
+
+# ---------------------------------------------------------------- stereo geometry
+def _triangulate_block(r1, c1, r2, c2, ref_model, sec_model, height_guess, max_iter):
+    v1 = _View(ref_model, ref_model.row_to_time(r1), ref_model.col_to_range(c1))
+    v2 = _View(sec_model, sec_model.row_to_time(r2), sec_model.col_to_range(c2))
+    # start: the reference circle cut by the secondary range sphere (exact for exact matches)
+    a, b = v1.cut(*v2.p, v2.rng, exact=False)
+    bad = ~np.isfinite(a)
+    if bad.any():  # degenerate pair geometry: the reference circle at the guessed height
+        a0, b0 = v1.cut(0.0, 0.0, 0.0, ellipsoid.geocentric_radius_xyz(*v1.p) + height_guess, exact=False)
+        a, b = np.where(bad, a0, a), np.where(bad, b0, b)
+    x, y, z = v1.point(a, b)
+    (p1x, p1y, p1z), (w1x, w1y, w1z), rg1, dc1 = v1.p, v1.v, v1.rng, v1.doppler
+    (p2x, p2y, p2z), (w2x, w2y, w2z), rg2, dc2 = v2.p, v2.v, v2.rng, v2.doppler
     # Gauss-Newton on the four equations; the Doppler rows of J^T J never change
-    a00 = v1x * v1x + v2x * v2x
-    a01 = v1x * v1y + v2x * v2y
-    a02 = v1x * v1z + v2x * v2z
-    a11 = v1y * v1y + v2y * v2y
-    a12 = v1y * v1z + v2y * v2z
-    a22 = v1z * v1z + v2z * v2z
-    for it in range(max_iter + 1):
+    a00, a01, a02 = w1x * w1x + w2x * w2x, w1x * w1y + w2x * w2y, w1x * w1z + w2x * w2z
+    a11, a12, a22 = w1y * w1y + w2y * w2y, w1y * w1z + w2y * w2z, w1z * w1z + w2z * w2z
+    it = 0
+    while True:
         d1x, d1y, d1z = x - p1x, y - p1y, z - p1z
         n1 = np.sqrt(d1x * d1x + d1y * d1y + d1z * d1z)
-        d1x /= n1
-        d1y /= n1
-        d1z /= n1
         d2x, d2y, d2z = x - p2x, y - p2y, z - p2z
         n2 = np.sqrt(d2x * d2x + d2y * d2y + d2z * d2z)
-        d2x /= n2
-        d2y /= n2
-        d2z /= n2
         f1, f2 = n1 - rg1, n2 - rg2
-        g1 = v1x * x + v1y * y + v1z * z - dc1
-        g2 = v2x * x + v2y * y + v2z * z - dc2
+        g1 = w1x * x + w1y * y + w1z * z - dc1
+        g2 = w2x * x + w2y * y + w2z * z - dc2
         if it == max_iter:
             break
+        it += 1
+        d1x, d1y, d1z = d1x / n1, d1y / n1, d1z / n1  # unit lines of sight: the range rows of J
+        d2x, d2y, d2z = d2x / n2, d2y / n2, d2z / n2
         m00 = a00 + d1x * d1x + d2x * d2x
         m01 = a01 + d1x * d1y + d2x * d2y
         m02 = a02 + d1x * d1z + d2x * d2z
         m11 = a11 + d1y * d1y + d2y * d2y
         m12 = a12 + d1y * d1z + d2y * d2z
         m22 = a22 + d1z * d1z + d2z * d2z
-        b0 = -(d1x * f1 + d2x * f2 + v1x * g1 + v2x * g2)
-        b1 = -(d1y * f1 + d2y * f2 + v1y * g1 + v2y * g2)
-        b2 = -(d1z * f1 + d2z * f2 + v1z * g1 + v2z * g2)
-        c00 = m11 * m22 - m12 * m12  # adjugate of the symmetric 3x3 normal matrix
-        c01 = m02 * m12 - m01 * m22
-        c02 = m01 * m12 - m02 * m11
-        c11 = m00 * m22 - m02 * m02
-        c12 = m01 * m02 - m00 * m12
-        c22 = m00 * m11 - m01 * m01
-        det = m00 * c00 + m01 * c01 + m02 * c02
+        b0 = -(d1x * f1 + d2x * f2 + w1x * g1 + w2x * g2)
+        b1 = -(d1y * f1 + d2y * f2 + w1y * g1 + w2y * g2)
+        b2 = -(d1z * f1 + d2z * f2 + w1z * g1 + w2z * g2)
+        c00, c01, c02 = m11 * m22 - m12 * m12, m02 * m12 - m01 * m22, m01 * m12 - m02 * m11
+        c11, c12, c22 = m00 * m22 - m02 * m02, m01 * m02 - m00 * m12, m00 * m11 - m01 * m01
+        det = m00 * c00 + m01 * c01 + m02 * c02  # adjugate solve of the symmetric 3x3 system
         sx = (c00 * b0 + c01 * b1 + c02 * b2) / det
         sy = (c01 * b0 + c11 * b1 + c12 * b2) / det
         sz = (c02 * b0 + c12 * b1 + c22 * b2) / det
         x, y, z = x + sx, y + sy, z + sz
         if not np.nanmax(np.abs(sx) + np.abs(sy) + np.abs(sz), initial=0.0) > 1e-7:
-            max_iter = it + 1  # converged: one more pass evaluates the residual at the result
-    residual = np.sqrt(f1 * f1 + g1 * g1 + f2 * f2 + g2 * g2)
-    lon, lat, h = ellipsoid.ecef_to_llh(np.stack([x, y, z], axis=-1))
-    return lon, lat, h, residual
+            max_iter = it  # converged: one more pass evaluates the residual at the result
+    lon, lat, h = ellipsoid.xyz_to_llh(x, y, z)
+    return np.degrees(lon), np.degrees(lat), h, np.sqrt(f1 * f1 + g1 * g1 + f2 * f2 + g2 * g2)
 
 
 def triangulate(ref_model, ref_rows, ref_cols, sec_model, sec_rows, sec_cols, height_guess=0.0,
@@ -467,24 +521,26 @@ def triangulate(ref_model, ref_rows, ref_cols, sec_model, sec_rows, sec_cols, he
     """3D points of correspondences by least squares on both range spheres and Doppler cones.
 
     Returns (lon, lat, h, residual_m): degrees, metres above the ellipsoid, and the misclosure
-    of the four range/Doppler equations in metres (near zero for an exact match; a mismatch in
-    azimuth raises it). NaN inputs give NaN outputs. The solver starts from the closed-form
-    crossing of the reference Doppler plane with both range spheres; ``height_guess`` (m) seeds
-    it only where that crossing is degenerate.
+    of the four range/Doppler equations in metres (near zero for an exact match; a mismatch of
+    d metres in azimuth between parallel tracks gives d / sqrt(2)). NaN inputs, and rows whose
+    time lies outside their orbit, give NaN outputs. The solver starts from the closed-form
+    crossing of the reference range/Doppler circle with the secondary range sphere;
+    ``height_guess`` (m) seeds it only where that crossing is degenerate.
     """
-    arrays = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in
-                                   (ref_rows, ref_cols, sec_rows, sec_cols)))
-    shape = arrays[0].shape
-    r1, c1, r2, c2 = (a.ravel() for a in arrays)
-    ok = np.flatnonzero(np.isfinite(r1) & np.isfinite(c1) & np.isfinite(r2) & np.isfinite(c2))
-    out = [np.full(r1.shape, np.nan) for _ in range(4)]
-    for start in range(0, ok.size, _CHUNK):
-        sel = ok[start:start + _CHUNK]
-        block = _triangulate_block(ref_model, r1[sel], c1[sel], sec_model, r2[sel], c2[sel],
-                                   height_guess, max_iter)
-        for o, val in zip(out, block):
-            o[sel] = val
-    return tuple(o.reshape(shape) for o in out)
+    r1, c1, r2, c2 = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in
+                                          (ref_rows, ref_cols, sec_rows, sec_cols)))
+    r1, r2 = _inside_orbit(ref_model, r1), _inside_orbit(sec_model, r2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # wild matches may diverge
+        return _blockwise(_triangulate_block, r1, c1, r2, c2, ref_model=ref_model, sec_model=sec_model,
+                          height_guess=float(height_guess), max_iter=int(max_iter))
+
+
+def _inside_orbit(model, rows):
+    """rows, with NaN where their azimuth time lies outside the model's orbit."""
+    lo, hi = model.orbit.span
+    t = model.row_to_time(rows)
+    with np.errstate(invalid="ignore"):
+        return np.where((t >= lo) & (t <= hi), rows, np.nan)
 
 
 def _lines_of_sight(model, lon, lat, h):

@@ -80,5 +80,26 @@ process: stage
 bench: setup
 	$(VPY) benchmarks/run.py
 
+# The main job on the embedded default data (Jacksboro DEM), through qgis_process as a user runs it.
+DEMO := build/demo
+demo: stage
+	@mkdir -p $(DEMO)
+	@$(MAKE) -s process ARGS="run sarstereo:simulatepair -- REFERENCE_OUTPUT=$(abspath $(DEMO))/reference.tif \
+	  SECONDARY_OUTPUT=$(abspath $(DEMO))/secondary.tif GROUND_TRUTH_OUTPUT=$(abspath $(DEMO))/ground_truth.tif" \
+	  > $(DEMO)/simulatepair.log 2>&1 || { cat $(DEMO)/simulatepair.log; exit 1; }
+	@$(MAKE) -s process ARGS="run sarstereo:inspectpair -- REFERENCE=$(abspath $(DEMO))/reference.tif \
+	  SECONDARY=$(abspath $(DEMO))/secondary.tif FOOTPRINTS=$(abspath $(DEMO))/footprints.gpkg \
+	  REPORT=$(abspath $(DEMO))/report.json" > $(DEMO)/inspectpair.log 2>&1 || { cat $(DEMO)/inspectpair.log; exit 1; }
+	@echo "demo outputs in $(abspath $(DEMO)):"
+	@for f in reference.tif secondary.tif ground_truth.tif footprints.gpkg report.json; do echo "  $(abspath $(DEMO))/$$f"; done
+	@$(VPY) -c "import json; r = json.load(open('$(DEMO)/report.json')); \
+	  print('  overlap %.2f, intersection angle %.1f deg, %.2f m of height per pixel of disparity' % \
+	  (r['overlap_fraction'], r['intersection_angle_deg']['median'], r['height_sensitivity_m_per_px']['median']))"
+
+figure: setup
+	@mkdir -p build
+	$(VPY) scripts/figure_simulation.py build/simulation_figure.png
+	@echo "figure: $(abspath build/simulation_figure.png)"
+
 clean:
 	rm -rf build dist sar_stereo_plugin/resources_rc.py

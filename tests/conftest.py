@@ -32,3 +32,13 @@ def stereo_models():
                   altitude_m=8000.0, rows=400, cols=400)
     return (level_flight_model(incidence_deg=35.0, **common),
             level_flight_model(incidence_deg=55.0, **common))
+
+
+@pytest.fixture
+def plugin(qgis_iface, qgis_processing):
+    """The plugin loaded as QGIS loads it, its provider registered; unloaded afterwards."""
+    import sar_stereo_plugin
+    plugin = sar_stereo_plugin.classFactory(qgis_iface)
+    plugin.initProcessing()
+    yield plugin
+    plugin.unload()

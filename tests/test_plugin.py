@@ -14,15 +14,6 @@ from qgis.core import QgsApplication, QgsProcessingException, QgsRasterLayer, Qg
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def plugin(qgis_iface, qgis_processing):
-    import sar_stereo_plugin
-    plugin = sar_stereo_plugin.classFactory(qgis_iface)
-    plugin.initProcessing()
-    yield plugin
-    plugin.unload()
-
-
 def test_provider_and_algorithm_registered(plugin):
     registry = QgsApplication.processingRegistry()
     provider = registry.providerById("sarstereo")

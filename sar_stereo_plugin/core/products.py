@@ -71,10 +71,12 @@ def write_sensor_model(image_path, model):
     sidecar_path(image_path).write_text(model.to_json(), encoding="utf-8")
 
 
-def write_image(path, amplitude, model, metadata=None):
-    """Write a float32 amplitude GeoTIFF with the model embedded, as sidecar, and GCPs."""
+def write_image(path, amplitude, model, metadata=None, gcps=None):
+    """Write a float32 amplitude GeoTIFF with the model embedded, as sidecar, and GCPs
+    (``raster.gcp_grid`` of the model at height 0 unless given)."""
     meta = {SENSOR_ITEM: json.dumps(model.to_dict()), **(metadata or {})}
-    write_geotiff(path, amplitude, metadata=meta, band_names=("amplitude",), gcps=gcp_grid(model))
+    write_geotiff(path, amplitude, metadata=meta, band_names=("amplitude",),
+                  gcps=gcp_grid(model) if gcps is None else gcps)
     sidecar_path(path).write_text(model.to_json(), encoding="utf-8")
 
 

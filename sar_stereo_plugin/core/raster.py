@@ -78,9 +78,27 @@ def read_metadata_item(path, key):
     return ds.GetMetadataItem(key)
 
 
-def gcp_grid(model, height=0.0, n=8):
-    """GCPs (rows, cols, lon, lat, h) on an n x n grid of the image at a constant height."""
+def gcp_grid(model, height=0.0, dem=None, n=8):
+    """GCPs (rows, cols, lon, lat, h) on an n x n grid of the image, on ``dem`` where it is
+    given and covers them, else at the constant ``height``."""
     rows, cols = np.meshgrid(np.linspace(0, model.rows - 1, n), np.linspace(0, model.cols - 1, n),
                              indexing="ij")
     lon, lat, h = model.rdr2geo(rows, cols, height=height)
+    if dem is not None:
+        on_dem = model.rdr2geo(rows, cols, dem=dem)
+        found = np.isfinite(on_dem[2])
+        lon, lat, h = (np.where(found, a, b) for a, b in zip(on_dem, (lon, lat, h)))
     return rows, cols, lon, lat, h
+
+
+def amplitude_db_range(path, low=2.0, high=98.0, max_side=1024):
+    """(low, high) percentiles of 20 log10(amplitude) of band 1, from a decimated read."""
+    ds = gdal.Open(str(path))
+    scale = max(ds.RasterXSize, ds.RasterYSize) / max_side
+    shape = (max(1, int(ds.RasterYSize / max(scale, 1))), max(1, int(ds.RasterXSize / max(scale, 1))))
+    amp = ds.GetRasterBand(1).ReadAsArray(buf_xsize=shape[1], buf_ysize=shape[0]).astype(np.float64)
+    amp = amp[np.isfinite(amp) & (amp > 0)]
+    if not amp.size:
+        raise RasterError(f"{path}: band 1 holds no positive amplitude to display")
+    lo, hi = np.percentile(20.0 * np.log10(amp), [low, high])
+    return float(lo), float(max(hi, lo + 1e-3))

@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.inspectpair import InspectPair
+from .algorithms.simulatepair import SimulatePair
 
 try:  # compiled by `make` from resources.qrc; a bare checkout falls back to the file
     from .. import resources_rc  # noqa: F401
@@ -28,5 +29,5 @@ class SarStereoProvider(QgsProcessingProvider):
         return ICON
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
-        for algorithm in (InspectPair(),):
+        for algorithm in (InspectPair(), SimulatePair()):
             self.addAlgorithm(algorithm)

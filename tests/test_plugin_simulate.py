@@ -106,3 +106,18 @@ def test_simulatepair_needs_both_models(plugin, tmp_path, shared_data):
     json_path.write_text("{}")
     with pytest.raises(QgsProcessingException, match="give both"):
         processing.run("sarstereo:simulatepair", {"REFERENCE_MODEL": str(json_path), **_outputs(tmp_path)})
+
+
+def test_inspectpair_takes_height_from_gcps(plugin, alpine, tmp_path):
+    """Without HEIGHT or DEM, a simulated pair is placed at its GCPs' height (on the DEM), not at 0 m,
+    which the airborne near range would not even reach over the Alps."""
+    import processing
+    from sar_stereo_plugin.core.dem import Dem
+    dem, _, sim = alpine
+    result = processing.run("sarstereo:inspectpair", {
+        "REFERENCE": sim["REFERENCE_OUTPUT"], "SECONDARY": sim["SECONDARY_OUTPUT"],
+        "FOOTPRINTS": "memory:", "REPORT": str(tmp_path / "report.json")})
+    report = json.loads(Path(result["REPORT"]).read_text())
+    assert report["reference_height_m"] == pytest.approx(np.nanmedian(Dem(dem).heights), abs=400)
+    assert report["overlap_fraction"] > 0.5
+    assert report["intersection_angle_deg"]["median"] == pytest.approx(20.0, abs=2.0)

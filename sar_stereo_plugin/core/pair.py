@@ -46,16 +46,21 @@ def ring_to_wkt(ring):
 
 
 def footprint(model, height, per_edge=16):
-    """Closed lon/lat ring of the image border at a constant height."""
+    """Closed lon/lat ring of the image border at a constant height.
+
+    Near nadir an airborne range may be shorter than the platform's height above ``height``:
+    such border points are drawn where their range meets the ground just off nadir instead.
+    """
     r, c = model.rows - 1, model.cols - 1
     t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
     rows = np.concatenate([0 * t, t * r, r + 0 * t, r * (1 - t), [0.0]])
     cols = np.concatenate([t * c, c + 0 * t, c * (1 - t), 0 * t, [0.0]])
-    lon, lat, _ = model.rdr2geo(rows, cols, height=height)
+    platform_h = ellipsoid.ecef_to_llh(model.orbit.position(model.row_to_time(rows)))[2]
+    reachable = platform_h - 0.99 * model.col_to_range(cols)  # 8 degrees off nadir
+    lon, lat, _ = model.rdr2geo(rows, cols, height=np.maximum(height, reachable))
     if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
-        raise GeometryError(
-            f"{model.source}: the slant ranges of this image do not reach the height {height:.0f} m "
-            "everywhere; give the scene's approximate height or a DEM")
+        raise GeometryError(f"{model.source}: the image border cannot be placed on the ground at "
+                            f"{height:.0f} m; give the scene's approximate height or a DEM")
     return np.stack([lon, lat], axis=-1)
 
 
@@ -76,7 +81,7 @@ def inspect_pair(ref_model, sec_model, dem=None, height=None, grid=33):
 
     ``dem``: optional path or ``Dem``; ground points then lie on it and the report gains
     layover/shadow fractions. ``height``: constant ground height (m) otherwise; default the DEM's
-    median height, or 0.
+    median height, or 0. Grid points whose range cannot reach that height are left out.
     """
     from .dem import Dem
     dem = Dem(dem) if isinstance(dem, (str, bytes)) or hasattr(dem, "__fspath__") else dem

@@ -91,6 +91,15 @@ def gcp_grid(model, height=0.0, dem=None, n=8):
     return rows, cols, lon, lat, h
 
 
+def gcp_height(path):
+    """Median height of a raster's GCPs (None without GCPs): a scene height for geometry checks."""
+    try:
+        gcps = gdal.Open(str(path)).GetGCPs()
+    except RuntimeError:
+        return None
+    return float(np.median([g.GCPZ for g in gcps])) if gcps else None
+
+
 def amplitude_db_range(path, low=2.0, high=98.0, max_side=1024):
     """(low, high) percentiles of 20 log10(amplitude) of band 1, from a decimated read."""
     ds = gdal.Open(str(path))

@@ -57,7 +57,8 @@ class InspectPair(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.DEM, "DEM (heights above the WGS84 ellipsoid)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.HEIGHT, "Ground height where no DEM is given (m above the ellipsoid)",
+            self.HEIGHT, "Ground height where no DEM is given (m above the ellipsoid; "
+                         "empty: the median height of the reference image's GCPs, else 0)",
             QgsProcessingParameterNumber.Double, optional=True))
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.FOOTPRINTS, "Footprints", QgsProcessing.TypeVectorPolygon))
@@ -70,11 +71,15 @@ class InspectPair(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ...core.pair import inspect_pair
+        from ...core.raster import gcp_height
         paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
                  for key in (self.REFERENCE, self.SECONDARY)}
         dem_layer = self.parameterAsRasterLayer(parameters, self.DEM, context)
         height = parameters.get(self.HEIGHT)
-        height = None if height in (None, "") else self.parameterAsDouble(parameters, self.HEIGHT, context)
+        if height not in (None, ""):
+            height = self.parameterAsDouble(parameters, self.HEIGHT, context)
+        elif dem_layer is None:  # GCP heights of a simulated or geocoded product place it best
+            height = gcp_height(paths[self.REFERENCE])
         with user_errors():
             ref = load_model(paths[self.REFERENCE], self.parameterAsFile(parameters, self.REFERENCE_MODEL, context))
             sec = load_model(paths[self.SECONDARY], self.parameterAsFile(parameters, self.SECONDARY_MODEL, context))

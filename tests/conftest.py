@@ -42,3 +42,12 @@ def plugin(qgis_iface, qgis_processing):
     plugin.initProcessing()
     yield plugin
     plugin.unload()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _collect_qgis_objects_before_exit(qgis_app):
+    """Free every QGIS object Python still holds while QGIS is alive: collected after pytest-qgis
+    has called exitQgis, they crash the interpreter at exit (a PyQGIS teardown-order problem)."""
+    yield
+    import gc
+    gc.collect()

@@ -67,6 +67,19 @@ assert 'torch' not in sys.modules
     assert "sarstereo:inspectpair" in out.stdout
 
 
+@pytest.fixture
+def winnipeg_layer(winnipeg, qgis_new_project):
+    """The UAVSAR HDF5 image as QGIS adds it (a GDAL subdataset). The project owns the layer, so
+    it is deleted before QGIS exits rather than whenever Python collects it."""
+    from qgis.core import QgsProject
+    layer = QgsRasterLayer(f'HDF5:"{winnipeg / "winnipeg.h5"}"://science/LSAR/SLC/swaths/frequencyA/HH',
+                           "winnipeg HH")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    yield layer
+    QgsProject.instance().removeAllMapLayers()
+
+
 def _second_view_of(model_path, tmp_path, incidence_offset_deg):
     """A GeoTIFF carrying a designed right-looking model over the centre of a real scene."""
     from sar_stereo_plugin.core.flight import level_flight_model
@@ -83,15 +96,11 @@ def _second_view_of(model_path, tmp_path, incidence_offset_deg):
     return path, incidence
 
 
-def test_inspectpair_on_winnipeg(plugin, winnipeg, tmp_path):
+def test_inspectpair_on_winnipeg(plugin, winnipeg_layer, tmp_path):
     import processing
-    h5 = winnipeg / "winnipeg.h5"
-    subdataset = f'HDF5:"{h5}"://science/LSAR/SLC/swaths/frequencyA/HH'
-    second, incidence = _second_view_of(subdataset, tmp_path, 15.0)
-    layer = QgsRasterLayer(subdataset, "winnipeg HH")  # as QGIS adds the HDF5 subdataset
-    assert layer.isValid()
+    second, incidence = _second_view_of(winnipeg_layer.source(), tmp_path, 15.0)
     result = processing.run("sarstereo:inspectpair", {
-        "REFERENCE": layer, "SECONDARY": str(second), "HEIGHT": 240.0,
+        "REFERENCE": winnipeg_layer, "SECONDARY": str(second), "HEIGHT": 240.0,
         "FOOTPRINTS": str(tmp_path / "footprints.gpkg"), "REPORT": str(tmp_path / "report.json")})
     report = json.loads(Path(result["REPORT"]).read_text())
     assert report["look_sides"] == {"reference": "left", "secondary": "left"}
@@ -110,13 +119,11 @@ def test_inspectpair_on_winnipeg(plugin, winnipeg, tmp_path):
     assert -99.0 < centre.x() < -97.5 and 49.2 < centre.y() < 50.1
 
 
-def test_inspectpair_rejects_parallel_views(plugin, winnipeg, tmp_path):
+def test_inspectpair_rejects_parallel_views(plugin, winnipeg_layer, tmp_path):
     import processing
-    subdataset = f'HDF5:"{winnipeg / "winnipeg.h5"}"://science/LSAR/SLC/swaths/frequencyA/HH'
-    layer = QgsRasterLayer(subdataset, "winnipeg HH")
     with pytest.raises(QgsProcessingException, match="nearly the same direction"):
         processing.run("sarstereo:inspectpair", {
-            "REFERENCE": layer, "SECONDARY": layer, "HEIGHT": 240.0,
+            "REFERENCE": winnipeg_layer, "SECONDARY": winnipeg_layer, "HEIGHT": 240.0,
             "FOOTPRINTS": "memory:", "REPORT": str(tmp_path / "r.json")})
 
 
@@ -147,14 +154,13 @@ def test_package_zip_installable():
     assert not any("__pycache__" in n for n in names)
 
 
-def test_footprints_load_styled(plugin, winnipeg, tmp_path, qgis_new_project):
+def test_footprints_load_styled(plugin, winnipeg_layer, tmp_path):
     """runAndLoadResults (what the Toolbox does) loads the footprints with the bundled style."""
     import processing
     from qgis.core import QgsProject
-    subdataset = f'HDF5:"{winnipeg / "winnipeg.h5"}"://science/LSAR/SLC/swaths/frequencyA/HH'
-    second, _ = _second_view_of(subdataset, tmp_path, 15.0)
+    second, _ = _second_view_of(winnipeg_layer.source(), tmp_path, 15.0)
     processing.runAndLoadResults("sarstereo:inspectpair", {
-        "REFERENCE": QgsRasterLayer(subdataset, "winnipeg HH"), "SECONDARY": str(second), "HEIGHT": 240.0,
+        "REFERENCE": winnipeg_layer, "SECONDARY": str(second), "HEIGHT": 240.0,
         "FOOTPRINTS": "TEMPORARY_OUTPUT", "REPORT": str(tmp_path / "r.json")})
     layers = [l for l in QgsProject.instance().mapLayers().values() if l.type() == l.VectorLayer]
     assert len(layers) == 1

@@ -287,9 +287,9 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
     _check_pair(ref_model, sec_model, dem)
     rng_texture, rng_ref, rng_sec = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
-    h_lo, h_hi, h_ref = _height_bounds(dem)
+    h_lo, h_hi, h_ref = height_bounds(dem)
     k = int(options.oversampling)
-    views = [_View(m, dem, h_lo, h_hi, h_ref, 1.0 / k, m.sample_spacing_m / k) for m in (ref_model, sec_model)]
+    views = [FacetLines(m, dem, h_lo, h_hi, h_ref, 1.0 / k, m.sample_spacing_m / k) for m in (ref_model, sec_model)]
     texture = _Texture.for_views(dem, views, options.texture_db, rng_texture)
     sec = _render(views[1], texture, options, keep_visibility=True, report=report.part(0.0, 0.42))
     ref = _render(views[0], texture, options, ground_sums=True, report=report.part(0.42, 0.85))
@@ -374,7 +374,8 @@ def _check_pair(ref, sec, dem):
                                     "give two views of the same scene"))
 
 
-def _height_bounds(dem):
+def height_bounds(dem):
+    """(lowest, highest, median) height of the DEM, metres."""
     finite = dem.heights[np.isfinite(dem.heights)]
     return float(finite.min()), float(finite.max()), float(np.median(finite))
 
@@ -446,7 +447,7 @@ def _muhleman(cos_loc):
 
 
 # ==================================================================== facet lines of a view
-class _View:
+class FacetLines:
     """The ground facets of one view, laid out as lines (azimuth) x facets (ground range).
 
     Line ``m`` is at image row ``(index[m] + 0.5) * rows_per_line - 0.5`` (so each row holds

@@ -10,7 +10,7 @@ spacing apart on the ground (the simulator uses several facets per pixel and eve
 sample is placed at its slant range; consecutive samples form range *segments* of their line:
 
 * a segment is *inside* when both ends land in the image and are lit by the beam (see
-  :class:`.simulate._View`); the image range a line sees is the union of its inside segments'
+  :class:`.simulate.FacetLines`); the image range a line sees is the union of its inside segments'
   range intervals (sorted, with a running maximum of their ends);
 * *layover*: visible segments whose range decreases with ground range (the slope facing the
   sensor is steeper than the local incidence) -- the range interval they cover is reached at
@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from .dem import Dem
-from .simulate import _View, _height_bounds, open_dem
+from .simulate import FacetLines, height_bounds, open_dem
 
 
 def terrain_fractions(model, dem, max_lines=512):
@@ -41,9 +41,9 @@ def terrain_fractions(model, dem, max_lines=512):
     lines are spread evenly over the image rows.
     """
     dem = open_dem(dem if isinstance(dem, Dem) else str(dem))
-    h_lo, h_hi, h_ref = _height_bounds(dem)
+    h_lo, h_hi, h_ref = height_bounds(dem)
     rows_per_line = max(1, int(math.ceil(model.rows / max_lines)))
-    view = _View(model, dem, h_lo, h_hi, h_ref, rows_per_line, model.sample_spacing_m)
+    view = FacetLines(model, dem, h_lo, h_hi, h_ref, rows_per_line, model.sample_spacing_m)
     n_cross = view.c_main.size
     step = max(1, 2_000_000 // n_cross)
     totals = np.zeros(3)

@@ -3,9 +3,11 @@
 from .errors import GeometryError, RasterError, SarStereoError, SensorModelError
 from .sensor import SensorModel, height_sensitivity, intersection_angle, triangulate
 from .products import read_sensor_model, write_sensor_model
+from .pair import inspect_pair
+from .simulate import FlightDesign, simulate_pair
 
 __all__ = [
     "SarStereoError", "SensorModelError", "GeometryError", "RasterError",
     "SensorModel", "triangulate", "intersection_angle", "height_sensitivity",
-    "read_sensor_model", "write_sensor_model",
+    "read_sensor_model", "write_sensor_model", "inspect_pair", "FlightDesign", "simulate_pair",
 ]

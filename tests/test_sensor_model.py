@@ -88,8 +88,11 @@ def test_optional_doppler_defaults_to_zero(good_doc):
     ("doppler_centroid_hz", {"value": 0}),
     ("orbit.time_s", "0, 1, 2, 3"),
     ("orbit.position_m", "ecef"),
+    # right type, but not positive
+    ("wavelength_m", 0.0), ("azimuth.line_interval_s", -0.005), ("range.sample_spacing_m", 0),
+    ("range.first_sample_range_m", -1.0), ("shape.rows", 0), ("shape.cols", -3),
 ])
-def test_wrong_type(tmp_path, good_doc, field, value):
+def test_wrong_type_or_non_positive(tmp_path, good_doc, field, value):
     doc = copy.deepcopy(good_doc)
     _set(doc, field, value)
     _expect_error(tmp_path, doc, field)
@@ -170,16 +173,6 @@ def test_non_finite_vector(tmp_path, good_doc):
     doc = copy.deepcopy(good_doc)
     doc["orbit"]["position_m"][2][1] = math.inf
     assert "non-finite" in _expect_error(tmp_path, doc, "orbit.position_m")
-
-
-@pytest.mark.parametrize("field, value", [
-    ("wavelength_m", 0.0), ("azimuth.line_interval_s", -0.005), ("range.sample_spacing_m", 0),
-    ("range.first_sample_range_m", -1.0), ("shape.rows", 0), ("shape.cols", -3),
-])
-def test_non_positive(tmp_path, good_doc, field, value):
-    doc = copy.deepcopy(good_doc)
-    _set(doc, field, value)
-    _expect_error(tmp_path, doc, field)
 
 
 def test_positions_must_be_ecef_metres(tmp_path, good_doc):

@@ -159,10 +159,11 @@ def test_nisar_frequency_b_and_polarization_selection(quad_pol_copy, tmp_path):
     assert by_name.to_dict() == model.to_dict()
 
 
-def test_nisar_to_geotiff(winnipeg, tmp_path):
+@pytest.mark.parametrize("block_rows", [1024, 37])  # whole image, and streamed with a ragged last block
+def test_nisar_to_geotiff(winnipeg, tmp_path, block_rows):
     src = winnipeg / "winnipeg.h5"
     out = tmp_path / "winnipeg_hh.tif"
-    model = nisar_to_geotiff(src, out)
+    model = nisar_to_geotiff(src, out, block_rows=block_rows)
     ds = gdal.Open(str(out))
     assert ds.GetDriver().ShortName == "GTiff" and (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) == (250, 250, 1)
     band = ds.GetRasterBand(1)
@@ -252,3 +253,20 @@ def test_not_a_nisar_product(tmp_path):
         h5["data"] = np.zeros(3)
     with pytest.raises(SensorModelError, match="not a NISAR product"):
         read_sensor_model(path)
+
+
+def test_failed_streamed_write_leaves_nothing(tmp_path):
+    """An error half-way through a streamed image leaves no file that could pass for a result."""
+    from sar_stereo_plugin.core.raster import geotiff_writer
+    out = tmp_path / "half.tif"
+    with pytest.raises(RuntimeError, match="stop"):
+        with geotiff_writer(out, 100, 50) as write:
+            write(np.ones((40, 50)), 0)
+            raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []
+    with geotiff_writer(out, 100, 50) as write:
+        write(np.ones((60, 50)), 0)
+        write(np.full((40, 50), 2.0), 60)
+    data = gdal.Open(str(out)).ReadAsArray()
+    assert data.shape == (100, 50) and (data[:60] == 1).all() and (data[60:] == 2).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["half.tif"]

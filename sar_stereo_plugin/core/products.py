@@ -7,13 +7,14 @@ Writing a model does both: it embeds the JSON and writes the sidecar.
 
 import json
 import re
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from .errors import RasterError, SarStereoError, SensorModelError, located
-from .raster import SENSOR_ITEM, gcp_grid, read_metadata_item, write_geotiff
+from .raster import SENSOR_ITEM, gcp_grid, geotiff_writer, read_metadata_item
 from .sensor import SCHEMA, SensorModel
 
 SPEED_OF_LIGHT = 299792458.0
@@ -71,13 +72,22 @@ def write_sensor_model(image_path, model):
     sidecar_path(image_path).write_text(model.to_json(), encoding="utf-8")
 
 
-def write_image(path, amplitude, model, metadata=None, gcps=None):
-    """Write a float32 amplitude GeoTIFF with the model embedded, as sidecar, and GCPs
-    (``raster.gcp_grid`` of the model at height 0 unless given)."""
+@contextmanager
+def image_writer(path, model, metadata=None, gcps=None):
+    """Yield ``write(amplitude_rows, row0)`` filling a float32 amplitude GeoTIFF of the model's
+    size, with the model embedded, GCPs (``raster.gcp_grid`` at height 0 unless given) and, once
+    the image is complete, the sidecar."""
     meta = {SENSOR_ITEM: json.dumps(model.to_dict()), **(metadata or {})}
-    write_geotiff(path, amplitude, metadata=meta, band_names=("amplitude",),
-                  gcps=gcp_grid(model) if gcps is None else gcps)
+    with geotiff_writer(path, model.rows, model.cols, metadata=meta, band_names=("amplitude",),
+                        gcps=gcp_grid(model) if gcps is None else gcps) as write:
+        yield write
     sidecar_path(path).write_text(model.to_json(), encoding="utf-8")
+
+
+def write_image(path, amplitude, model, metadata=None, gcps=None):
+    """Write a whole amplitude image; see :func:`image_writer`."""
+    with image_writer(path, model, metadata, gcps) as write:
+        write(amplitude)
 
 
 # ---------------------------------------------------------------- NISAR RSLC
@@ -202,16 +212,21 @@ def _read_rslc(h5, source, frequency, polarization):
     return SensorModel.from_json(doc, source=f"{source} (frequency {frequency}, {pol})"), f"{freq}/{pol}"
 
 
-def nisar_to_geotiff(h5_path, out_path, frequency="A", polarization=None):
-    """Convert an RSLC image to a float32 amplitude GeoTIFF that QGIS reads, model embedded."""
+def nisar_to_geotiff(h5_path, out_path, frequency="A", polarization=None, block_rows=1024):
+    """Convert an RSLC image to a float32 amplitude GeoTIFF that QGIS reads, model embedded.
+
+    The image streams through in blocks of ``block_rows`` lines: memory stays flat however
+    large the product.
+    """
     model, dataset = read_nisar_rslc(h5_path, frequency, polarization)
-    with _open_h5(h5_path) as h5:
-        try:
-            data = h5[dataset][()]
+    with _open_h5(h5_path) as h5, image_writer(out_path, model,
+                                               {"SARSTEREO_SOURCE": f"{h5_path}:{dataset}"}) as write:
+        for row0 in range(0, model.rows, block_rows):
+            try:
+                data = h5[dataset][row0:row0 + block_rows]
+            except (OSError, RuntimeError) as exc:
+                raise RasterError(f"{h5_path}: image {dataset} cannot be read; the file is damaged ({exc})") from None
             if data.dtype.names and {"r", "i"} <= set(data.dtype.names):  # NISAR's complex32 pairs
                 data = data["r"].astype(np.float32) + 1j * data["i"].astype(np.float32)
-            amplitude = np.abs(data).astype(np.float32)
-        except (OSError, RuntimeError) as exc:
-            raise RasterError(f"{h5_path}: image {dataset} cannot be read; the file is damaged ({exc})") from None
-    write_image(out_path, amplitude, model, metadata={"SARSTEREO_SOURCE": f"{h5_path}:{dataset}"})
+            write(np.abs(data), row0)
     return model

@@ -31,42 +31,58 @@ def atomic_path(path):
                 leftover.unlink()
 
 
-def write_geotiff(path, bands, metadata=None, band_names=(), gcps=None, nodata=None):
-    """Write a float32 GeoTIFF atomically. ``bands``: (rows, cols) or (n, rows, cols) array.
+@contextmanager
+def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gcps=None, nodata=None):
+    """Create a float32 GeoTIFF and yield ``write(array, row0=0, band=1)`` to fill it in blocks
+    of rows, so large rasters stream; the file appears at ``path`` only if the block succeeds.
 
     ``gcps``: optional (rows, cols, lon, lat, h) arrays in this project's pixel convention; they
     let QGIS draw a slant-range image near its place on the map (EPSG:4326).
     """
+    with atomic_path(path) as tmp:
+        try:
+            ds = gdal.GetDriverByName("GTiff").Create(
+                str(tmp), cols, rows, n_bands, gdal.GDT_Float32,
+                ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER"])
+        except RuntimeError as exc:
+            raise RasterError(f"{path}: cannot be written ({exc})") from None
+        try:
+            for i in range(n_bands):
+                band = ds.GetRasterBand(i + 1)
+                if nodata is not None:
+                    band.SetNoDataValue(nodata)
+                if i < len(band_names):
+                    band.SetDescription(band_names[i])
+            for key, value in (metadata or {}).items():
+                ds.SetMetadataItem(key, value)
+            if gcps is not None:
+                from osgeo import osr
+                srs = osr.SpatialReference()
+                srs.ImportFromEPSG(4326)
+                srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+                ds.SetGCPs([gdal.GCP(float(lo), float(la), float(hh), float(c) + 0.5, float(r) + 0.5)
+                            for r, c, lo, la, hh in zip(*(np.ravel(a) for a in gcps))
+                            if np.isfinite(lo) and np.isfinite(la)], srs)
+
+            def write(array, row0=0, band=1):
+                ds.GetRasterBand(band).WriteArray(np.asarray(array, dtype=np.float32), 0, int(row0))
+
+            yield write
+            ds.FlushCache()
+        finally:
+            ds = None  # close before the rename (or the clean-up of a failed write)
+
+
+def write_geotiff(path, bands, metadata=None, band_names=(), gcps=None, nodata=None):
+    """Write a float32 GeoTIFF atomically. ``bands``: (rows, cols) or (n, rows, cols) array;
+    the other arguments as for :func:`geotiff_writer`."""
     bands = np.asarray(bands, dtype=np.float32)
     if bands.ndim == 2:
         bands = bands[None]
     n, rows, cols = bands.shape
-    with atomic_path(path) as tmp:
-        try:
-            ds = gdal.GetDriverByName("GTiff").Create(
-                str(tmp), cols, rows, n, gdal.GDT_Float32,
-                ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER"])
-        except RuntimeError as exc:
-            raise RasterError(f"{path}: cannot be written ({exc})") from None
+    with geotiff_writer(path, rows, cols, n, metadata, band_names, gcps, nodata) as write:
         for i in range(n):
-            band = ds.GetRasterBand(i + 1)
-            band.WriteArray(bands[i])
-            if nodata is not None:
-                band.SetNoDataValue(nodata)
-            if i < len(band_names):
-                band.SetDescription(band_names[i])
-        for key, value in (metadata or {}).items():
-            ds.SetMetadataItem(key, value)
-        if gcps is not None:
-            from osgeo import osr
-            srs = osr.SpatialReference()
-            srs.ImportFromEPSG(4326)
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-            ds.SetGCPs([gdal.GCP(float(lo), float(la), float(hh), float(c) + 0.5, float(r) + 0.5)
-                        for r, c, lo, la, hh in zip(*(np.ravel(a) for a in gcps))
-                        if np.isfinite(lo) and np.isfinite(la)], srs)
-        ds.FlushCache()
-        ds = None
+            write(bands[i], band=i + 1)
 
 
 def read_metadata_item(path, key):

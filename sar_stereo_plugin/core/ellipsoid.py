@@ -23,6 +23,12 @@ def llh_to_xyz(lon_rad, lat_rad, h):
     return r * np.cos(lon_rad), r * np.sin(lon_rad), (n * (1.0 - E2) + h) * sl
 
 
+def normal(lon_rad, lat_rad):
+    """Unit ellipsoid normal ('up') at geodetic longitude and latitude (radians): x, y, z."""
+    cl = np.cos(lat_rad)
+    return cl * np.cos(lon_rad), cl * np.sin(lon_rad), np.sin(lat_rad)
+
+
 def geodetic(x, y, z):
     """ECEF components -> (p, sin(lat), cos(lat), h): p the distance from the polar axis.
 

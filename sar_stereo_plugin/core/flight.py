@@ -50,6 +50,7 @@ def level_flight_model(center_lon, center_lat, center_h, heading_deg, altitude_m
     target = ellipsoid.llh_to_ecef(center_lon, center_lat, center_h)
     side = -90.0 if look_side == "right" else 90.0  # the platform flies beside the scene
     offset = (altitude_m - center_h) * np.tan(np.radians(incidence_deg))
+    up = np.array(ellipsoid.normal(np.radians(center_lon), np.radians(center_lat)))
     for _ in range(30):  # adjust the cross-track offset until the incidence at the centre is exact
         nlon, nlat, back = _GEOD.fwd(center_lon, center_lat, heading_deg + side, offset)
         track_az = back + 180.0 - side  # heading at the nadir point
@@ -57,14 +58,10 @@ def level_flight_model(center_lon, center_lat, center_h, heading_deg, altitude_m
         s_c = np.dot(target[None] - pos, tan.T).item() / np.dot(tan[0], tan[0])  # along-track to zero Doppler
         pos_c = _track(nlon, nlat, track_az, altitude_m, np.array([s_c]))[0][0]
         los = pos_c - target
-        normal = ellipsoid.geodetic_frame(np.radians(center_lon), np.radians(center_lat), 0.0)[0]
-        up = np.cross(*ellipsoid.geodetic_frame(np.radians(center_lon), np.radians(center_lat), 0.0)[1:])
-        up /= np.linalg.norm(up)
         actual = np.degrees(np.arccos(np.dot(los, up) / np.linalg.norm(los)))
         if abs(actual - incidence_deg) < 1e-9:
             break
         offset *= np.tan(np.radians(incidence_deg)) / np.tan(np.radians(actual))
-    del normal
     # time runs with surface distance: s = c t, |dX/dt| = speed at the scene
     c = speed_m_s / np.linalg.norm(_track(nlon, nlat, track_az, altitude_m, np.array([s_c]))[1][0])
     line_interval = azimuth_spacing_m / speed_m_s

@@ -411,21 +411,17 @@ def _cross(a, b):
 
 def _normal(lon, lat):
     """Unit ellipsoid normal (3, ...) at geodetic lon/lat (radians)."""
-    cl = np.cos(lat)
-    return np.stack([cl * np.cos(lon), cl * np.sin(lon), np.sin(lat)])
+    return np.stack(ellipsoid.normal(lon, lat))
 
 
 def _surface(lon, lat, h):
     """ECEF (3, ...) of geodetic lon/lat (radians) and height (m)."""
-    sl, cl = np.sin(lat), np.cos(lat)
-    n = ellipsoid.A / np.sqrt(1.0 - ellipsoid.E2 * sl * sl)
-    return np.stack([(n + h) * cl * np.cos(lon), (n + h) * cl * np.sin(lon), (n * (1 - ellipsoid.E2) + h) * sl])
+    return np.stack(np.broadcast_arrays(*ellipsoid.llh_to_xyz(lon, lat, h)))
 
 
 def _llh(xyz):
     """Geodetic lon, lat (radians) and height of ECEF points (3, ...)."""
-    lon, lat, h = ellipsoid.ecef_to_llh(np.moveaxis(xyz, 0, -1))
-    return np.radians(lon), np.radians(lat), h
+    return ellipsoid.xyz_to_llh(xyz[0], xyz[1], xyz[2])
 
 
 def _unit(v):

@@ -332,12 +332,9 @@ def open_dem(dem):
     return dem
 
 
-def _as_model(value, role):
+def _as_model(value):
     if isinstance(value, SensorModel):
         return value
-    if value is None:
-        raise SensorModelError(located(f"{role} sensor model", role,
-                                       "is missing; give both sensor models or a flight design"))
     return SensorModel.from_json(value if isinstance(value, (dict, str)) else str(value))
 
 
@@ -346,7 +343,11 @@ def _models(dem, flight, reference, secondary):
         if flight is not None:
             raise GeometryError(located("simulation", "flight", "give either a flight design or two sensor "
                                                                 "models, not both"))
-        return _as_model(reference, "reference"), _as_model(secondary, "secondary")
+        for role, value in (("reference", reference), ("secondary", secondary)):
+            if value is None:  # before parsing the other: the missing one is the problem to name
+                raise SensorModelError(located(f"{role} sensor model", role,
+                                               "is missing; give both sensor models or a flight design"))
+        return _as_model(reference), _as_model(secondary)
     return (flight or FlightDesign()).models(dem)
 
 

@@ -120,11 +120,7 @@ class SimulatePair(QgsProcessingAlgorithm):
         outputs = {key: self.parameterAsOutputLayer(parameters, key, context)
                    for key in (self.REFERENCE_OUTPUT, self.SECONDARY_OUTPUT, self.GROUND_TRUTH_OUTPUT)}
         explicit = bool(ref_json) or bool(sec_json)
-        with user_errors():
-            if explicit and not (ref_json and sec_json):
-                from ...core.errors import SensorModelError
-                raise SensorModelError(f"field '{self.REFERENCE_MODEL}'/'{self.SECONDARY_MODEL}': give both "
-                                       "sensor-model JSON files, or neither to use the flight design")
+        with user_errors():  # with one JSON file only, the core names the missing one
             result = simulate_pair(
                 dem=layer_path(dem_layer) if dem_layer else None,
                 flight=None if explicit else flight,

@@ -101,7 +101,7 @@ class InspectPair(QgsProcessingAlgorithm):
                                              QgsCoordinateReferenceSystem("EPSG:4326"))
         for role, key in (("reference", self.REFERENCE), ("secondary", self.SECONDARY)):
             feature = QgsFeature(fields)
-            feature.setGeometry(QgsGeometry.fromWkt(report.to_dict()["footprints_wkt"][role]))
+            feature.setGeometry(QgsGeometry.fromWkt(doc["footprints_wkt"][role]))
             feature.setAttributes([role, paths[key], report.look_sides[role], report.headings_deg[role],
                                    report.incidence_deg[role]])
             sink.addFeature(feature, QgsFeatureSink.FastInsert)

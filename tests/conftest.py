@@ -51,3 +51,56 @@ def _collect_qgis_objects_before_exit(qgis_app):
     yield
     import gc
     gc.collect()
+
+
+class _Oracle:
+    """A matcher answering the simulator's ground truth for each patch pair, restricted to what a
+    real matcher could see (valid truth inside the pair's secondary window). ``offset`` and
+    ``certainty`` let a test tell answers apart."""
+
+    name = "oracle"
+    batch_size = 3
+
+    def __init__(self, ground_truth, offset=(0.0, 0.0), certainty=1.0):
+        from osgeo import gdal
+        self.truth = gdal.Open(str(ground_truth)).ReadAsArray()
+        self.offset, self.certainty, self.calls = offset, certainty, 0
+
+    def describe(self):
+        return "oracle"
+
+    def match(self, pairs):
+        import numpy as np
+        from sar_stereo_plugin.core.matchers import PatchMatch
+        out = []
+        for p in pairs:
+            self.calls += 1
+            (r0, c0), (h, w) = p.reference_origin, p.reference.shape
+            g = self.truth[:, r0:r0 + h, c0:c0 + w]
+            rows = g[0] - p.secondary_origin[0] + self.offset[0]
+            cols = g[1] - p.secondary_origin[1] + self.offset[1]
+            seen = ((g[2] == 1) & (rows >= -0.5) & (cols >= -0.5) & (rows <= p.secondary.shape[0] - 0.5)
+                    & (cols <= p.secondary.shape[1] - 0.5))
+            cert = self.certainty(p) if callable(self.certainty) else self.certainty
+            out.append(PatchMatch(*(np.where(seen, a, np.nan).astype(np.float32)
+                                    for a in (rows, cols, np.full(rows.shape, cert)))))
+        return out
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """The oracle matcher class (see _Oracle)."""
+    return _Oracle
+
+
+@pytest.fixture(scope="session")
+def alpine_pair(tmp_path_factory, shared_data):
+    """A small 35/55 degree pair over Hintereisferner with ground truth: (paths dict, result)."""
+    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    tmp = tmp_path_factory.mktemp("alpine_pair")
+    paths = {"dem": str(shared_data / "dem" / "hintereisferner_srtm3.tif"), "reference": str(tmp / "ref.tif"),
+             "secondary": str(tmp / "sec.tif"), "ground_truth": str(tmp / "gt.tif")}
+    result = simulate_pair(paths["dem"], FlightDesign(rows=300, cols=300), seed=3,
+                           reference_output=paths["reference"], secondary_output=paths["secondary"],
+                           ground_truth_output=paths["ground_truth"])
+    return paths, result

@@ -230,3 +230,23 @@ def nisar_to_geotiff(h5_path, out_path, frequency="A", polarization=None, block_
                 data = data["r"].astype(np.float32) + 1j * data["i"].astype(np.float32)
             write(np.abs(data), row0)
     return model
+
+
+def read_pair_models(path):
+    """(reference, secondary) sensor models embedded in a match raster or a simulator ground
+    truth, with a message naming the missing item otherwise."""
+    from .raster import SECONDARY_SENSOR_ITEM, open_raster
+    ds = open_raster(path, "MATCHES")
+    models = []
+    for item in (SENSOR_ITEM, SECONDARY_SENSOR_ITEM):
+        text = ds.GetMetadataItem(item)
+        if not text:
+            raise SensorModelError(f"{path}: field '{item}': the raster does not embed both sensor models; "
+                                   "give a match raster written by sarstereo:matchpair or a simulator ground truth")
+        source = f"{path} (metadata {item})"
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SensorModelError(f"{source}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        models.append(SensorModel.from_json(doc, source=source))
+    return tuple(models)

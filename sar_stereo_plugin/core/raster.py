@@ -14,7 +14,11 @@ from .errors import RasterError
 
 gdal.UseExceptions()
 
-SENSOR_ITEM = "SARSTEREO_SENSOR"
+# Metadata items of the project's rasters (images, ground truth, match rasters).
+SENSOR_ITEM = "SARSTEREO_SENSOR"  # the (reference) sensor model, schema sarstereo.sensor/1
+SECONDARY_SENSOR_ITEM = "SARSTEREO_SECONDARY_SENSOR"
+REFERENCE_IMAGE_ITEM = "SARSTEREO_REFERENCE_IMAGE"
+SECONDARY_IMAGE_ITEM = "SARSTEREO_SECONDARY_IMAGE"
 
 
 @contextmanager
@@ -127,3 +131,24 @@ def amplitude_db_range(path, low=2.0, high=98.0, max_side=1024):
         raise RasterError(f"{path}: band 1 holds no positive amplitude to display")
     lo, hi = np.percentile(20.0 * np.log10(amp), [low, high])
     return float(lo), float(max(hi, lo + 1e-3))
+
+
+def open_raster(path, field="image"):
+    """A GDAL dataset, or a RasterError naming the file and the parameter it came from."""
+    try:
+        return gdal.Open(str(path))
+    except RuntimeError as exc:
+        raise RasterError(f"{path}: field '{field}': cannot be opened as a raster ({exc})") from None
+
+
+def read_amplitude(ds, row0, col0, rows, cols):
+    """A window of band 1 as float32 amplitude: |z| for complex (SLC) data, NaN for nodata
+    and non-finite values. The window must lie inside the raster."""
+    band = ds.GetRasterBand(1)
+    data = band.ReadAsArray(int(col0), int(row0), int(cols), int(rows))
+    out = (np.abs(data) if np.iscomplexobj(data) else data).astype(np.float32, copy=False)
+    nodata = band.GetNoDataValue()
+    if nodata is not None and not np.iscomplexobj(data):
+        out[data == nodata] = np.nan
+    out[~np.isfinite(out)] = np.nan
+    return out

@@ -84,11 +84,9 @@ from scipy.ndimage import map_coordinates
 from . import ellipsoid
 from .dem import Dem, load_default_dem
 from .errors import GeometryError, RasterError, SarStereoError, SensorModelError, located
+from .raster import REFERENCE_IMAGE_ITEM, SECONDARY_IMAGE_ITEM, SECONDARY_SENSOR_ITEM
 from .sensor import SensorModel
 
-SECONDARY_SENSOR_ITEM = "SARSTEREO_SECONDARY_SENSOR"
-REFERENCE_IMAGE_ITEM = "SARSTEREO_REFERENCE_IMAGE"
-SECONDARY_IMAGE_ITEM = "SARSTEREO_SECONDARY_IMAGE"
 SIMULATION_ITEM = "SARSTEREO_SIMULATION"
 GROUND_TRUTH_BANDS = ("secondary_row", "secondary_col", "validity", "height_m", "layover", "shadow")
 MIN_INCIDENCE_DEG, MAX_INCIDENCE_DEG = 10.0, 80.0

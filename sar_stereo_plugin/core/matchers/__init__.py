@@ -1,0 +1,90 @@
+"""One matcher protocol, several backends (``poc``, ``roma``; ``light`` to come).
+
+The patch engine (:mod:`..patches`) cuts a reference patch and a secondary window for each
+place of the reference image and hands them to a matcher in batches of :class:`PatchPair`.
+A matcher answers, for every pixel of each reference patch, where it lies in that pair's
+secondary window: a :class:`PatchMatch` (secondary row, secondary col, certainty), NaN where it
+has no match. Coordinates follow the project's pixel convention (integers at pixel centres),
+relative to the window's first row and column; the engine maps them back to the full image.
+
+Backends are imported lazily by :func:`create_matcher`, so torch is only imported when a deep
+matcher is asked for.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SarStereoError
+
+MATCHERS = ("auto", "roma", "poc")
+
+
+class MatcherUnavailable(SarStereoError, RuntimeError):
+    """A matcher cannot run here (missing package, weights or device); the message says what to do."""
+
+
+class MatchingCanceled(SarStereoError):
+    """The caller's ``is_canceled`` returned True; no output was written."""
+
+
+@dataclass(frozen=True)
+class PatchPair:
+    """One reference patch and the secondary window cut for it (both native slant-range pixels).
+
+    ``reference``: float32 amplitude (h, w), NaN where the image has no data.
+    ``secondary``: float32 amplitude (h2, w2) cut from the secondary image, not resampled; it
+    covers where the reference patch can land for every height within the prior's uncertainty.
+    ``prior``: float32 (2, h, w), the secondary (row, col) in window coordinates of every
+    reference pixel at the prior height; ``search_px``: how far (secondary pixels) the truth may
+    lie from ``prior`` given the height uncertainty. ``reference_origin``/``secondary_origin``:
+    (row, col) of the patch's and window's first pixel in their full images.
+    """
+
+    reference: np.ndarray
+    secondary: np.ndarray
+    prior: np.ndarray
+    search_px: float
+    reference_origin: tuple
+    secondary_origin: tuple
+
+
+@dataclass(frozen=True)
+class PatchMatch:
+    """A matcher's answer for one :class:`PatchPair`: three float32 (h, w) arrays on the
+    reference patch's pixels; ``rows``/``cols`` in the secondary window's coordinates,
+    ``certainty`` in [0, 1]; NaN in all three where there is no match."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    certainty: np.ndarray
+
+
+class Matcher:
+    """Base of every backend. ``match`` takes a list of pairs (at most ``batch_size``, all of
+    any size) and returns one :class:`PatchMatch` per pair, in order."""
+
+    name = "matcher"
+    batch_size = 1
+
+    def match(self, pairs):
+        raise NotImplementedError
+
+    def describe(self):
+        """A one-line summary for logs and output metadata."""
+        return self.name
+
+
+def create_matcher(name="auto", **options):
+    """A matcher by name. ``auto``: RoMa where a CUDA device and RoMa weights are available,
+    else POC. ``options`` go to the backend (see :mod:`.poc` and :mod:`.roma`)."""
+    if name not in MATCHERS:
+        raise MatcherUnavailable(f"field 'MATCHER': unknown matcher {name!r}; choose one of {', '.join(MATCHERS)}")
+    if name == "auto":
+        from .roma import roma_ready
+        name = "roma" if roma_ready(**options) else "poc"
+    if name == "poc":
+        from .poc import PocMatcher
+        return PocMatcher(**{k: v for k, v in options.items() if k in PocMatcher.OPTIONS})
+    from .roma import RomaMatcher
+    return RomaMatcher(**{k: v for k, v in options.items() if k in RomaMatcher.OPTIONS})

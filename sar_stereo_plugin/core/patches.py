@@ -1,0 +1,311 @@
+"""Patch-wise matching in slant range: patch grid, geometry-guided pairing, mosaicking.
+
+:func:`match_pair` cuts the reference image into overlapping square patches. For each, both
+sensor models and a height prior predict where it lands in the secondary image; the secondary
+window is *cut* there (native pixels, never resampled) wide enough for every height within the
+prior's uncertainty. A matcher (:mod:`.matchers`) answers per reference pixel; answers are mapped
+back to full-image coordinates and, where patches overlap, the more certain answer wins. The
+match raster (DESIGN section 3) is written strip by strip through an atomic writer, so memory
+stays at a few strips however large the images, and a failure or cancel leaves nothing behind.
+
+The prediction is computed on a coarse node grid (every ``PRIOR_STEP`` pixels) and interpolated
+bilinearly: at a constant height the reference-to-secondary map is smooth to far below a pixel
+over that distance.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+
+from .errors import GeometryError, RasterError, SensorModelError, located
+from .matchers import MatchingCanceled, PatchPair
+from .raster import (REFERENCE_IMAGE_ITEM, SECONDARY_IMAGE_ITEM, SECONDARY_SENSOR_ITEM, SENSOR_ITEM, gcp_grid,
+                     gcp_height, geotiff_writer, open_raster, read_amplitude)
+
+MATCH_BANDS = ("secondary_row", "secondary_col", "certainty")
+MATCHING_ITEM = "SARSTEREO_MATCHING"
+PRIOR_STEP = 16  # reference pixels between nodes of the predicted secondary position
+WINDOW_MARGIN_PX = 8  # secondary pixels added around the predicted extent
+MIN_PATCH = 16
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """The tunables of :func:`match_pair` (what the QGIS algorithm exposes)."""
+
+    patch_size: int = 512
+    overlap: int = 64
+    height_prior: float = None  # metres above the ellipsoid; None: the reference's GCP height, else 0
+    height_uncertainty_m: float = 300.0  # the truth lies within prior +- this
+
+    def validate(self):
+        if not MIN_PATCH <= int(self.patch_size) <= 8192:
+            raise GeometryError(located("matching", "PATCH_SIZE", f"{self.patch_size}; give {MIN_PATCH}..8192 pixels"))
+        if not 0 <= int(self.overlap) < int(self.patch_size):
+            raise GeometryError(located("matching", "OVERLAP", f"{self.overlap}; give 0 up to PATCH_SIZE - 1 pixels"))
+        if not (self.height_uncertainty_m is not None and self.height_uncertainty_m >= 0):
+            raise GeometryError(located("matching", "HEIGHT_UNCERTAINTY", "must be >= 0 metres"))
+
+
+@dataclass
+class MatchResult:
+    """What :func:`match_pair` did. Fractions are of the reference image's pixels."""
+
+    path: str
+    matcher: str
+    patches: int
+    matched_patches: int  # patches where the matcher found anything
+    outside_patches: int  # secondary window entirely outside the secondary image
+    nodata_patches: int  # reference patch or secondary window without any data
+    matched_fraction: float
+    seconds_total: float
+    seconds_matching: float  # inside the matcher
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def patch_starts(n, size, stride, field="PATCH_SIZE", what="image"):
+    """First pixels of patches of ``size`` every ``stride`` covering 0..n-1 (the last one flush
+    with the end)."""
+    if size > n:
+        raise GeometryError(located("matching", field, f"{size} pixels is larger than the {what} ({n} pixels); "
+                                                       f"give a patch size of at most {n}"))
+    starts = list(range(0, n - size + 1, stride))
+    if starts[-1] != n - size:
+        starts.append(n - size)
+    return starts
+
+
+class PairPrior:
+    """Predicted secondary (row, col) of reference pixels, at the prior height and at the two ends
+    of its uncertainty, on a node grid every ``PRIOR_STEP`` reference pixels."""
+
+    def __init__(self, ref_model, sec_model, height, uncertainty_m, dem=None):
+        self.node_rows = _nodes(ref_model.rows)
+        self.node_cols = _nodes(ref_model.cols)
+        rr, cc = np.meshgrid(self.node_rows, self.node_cols, indexing="ij")
+        h = np.full(rr.shape, float(height))
+        if dem is not None:
+            on_dem = ref_model.rdr2geo(rr, cc, dem=dem)[2]
+            h = np.where(np.isfinite(on_dem), on_dem, h)
+        self.fields = {}
+        for key, dh in (("mid", 0.0), ("low", -uncertainty_m), ("high", uncertainty_m)):
+            lon, lat, hh = ref_model.rdr2geo(rr, cc, height=h + dh)
+            self.fields[key] = np.stack(sec_model.geo2rdr(lon, lat, hh))
+
+    def at(self, rows, cols, key="mid"):
+        """The prediction at arbitrary reference pixels (bilinear between nodes)."""
+        ir = np.interp(rows, self.node_rows, np.arange(self.node_rows.size))
+        ic = np.interp(cols, self.node_cols, np.arange(self.node_cols.size))
+        return np.stack([map_coordinates(f, [ir, ic], order=1, mode="nearest") for f in self.fields[key]])
+
+    def extent(self, r0, c0, size):
+        """Bounding box (row_min, row_max, col_min, col_max) of where a reference patch can land,
+        and the half-span (pixels) of the disparity the height uncertainty allows; None where the
+        prediction fails everywhere."""
+        inner_r = (self.node_rows > r0) & (self.node_rows < r0 + size - 1)
+        inner_c = (self.node_cols > c0) & (self.node_cols < c0 + size - 1)
+        edge = np.array([0.0, size - 1.0])
+        rows = np.concatenate([r0 + edge, self.node_rows[inner_r]])
+        cols = np.concatenate([c0 + edge, self.node_cols[inner_c]])
+        rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+        low, high, mid = (self.at(rr, cc, key) for key in ("low", "high", "mid"))
+        pts = np.concatenate([low, high, mid], axis=1)
+        pts = pts[:, np.all(np.isfinite(pts), axis=0)]
+        if not pts.size:
+            return None
+        spread = np.hypot(*(high - low))
+        half_span = float(np.max(spread[np.isfinite(spread)], initial=0.0) / 2.0)
+        return (pts[0].min(), pts[0].max(), pts[1].min(), pts[1].max()), half_span
+
+
+def _nodes(n):
+    nodes = np.arange(0.0, n - 1, PRIOR_STEP)
+    return np.append(nodes, n - 1.0) if nodes[-1] != n - 1 else nodes
+
+
+def _window(box, sec_rows, sec_cols):
+    """Integer window (row0, col0, rows, cols) around a predicted extent, clipped to the image;
+    None when it misses the image."""
+    rmin, rmax, cmin, cmax = box
+    r0 = max(int(np.floor(rmin)) - WINDOW_MARGIN_PX, 0)
+    c0 = max(int(np.floor(cmin)) - WINDOW_MARGIN_PX, 0)
+    r1 = min(int(np.ceil(rmax)) + WINDOW_MARGIN_PX, sec_rows - 1)
+    c1 = min(int(np.ceil(cmax)) + WINDOW_MARGIN_PX, sec_cols - 1)
+    if r1 - r0 < 1 or c1 - c0 < 1:
+        return None
+    return r0, c0, r1 - r0 + 1, c1 - c0 + 1
+
+
+@dataclass(frozen=True)
+class _Job:
+    r0: int
+    c0: int
+    window: tuple  # secondary (row0, col0, rows, cols)
+    search_px: float
+
+
+def plan_patches(ref_model, sec_model, settings, prior):
+    """Every reference patch with its secondary window: (jobs, patches outside the secondary)."""
+    size = int(settings.patch_size)
+    stride = size - int(settings.overlap)
+    rows = patch_starts(ref_model.rows, size, stride, what="reference image's rows")
+    cols = patch_starts(ref_model.cols, size, stride, what="reference image's columns")
+    jobs, outside = [], 0
+    for r0 in rows:
+        for c0 in cols:
+            found = prior.extent(r0, c0, size)
+            window = found and _window(found[0], sec_model.rows, sec_model.cols)
+            if window is None:
+                outside += 1
+            else:
+                jobs.append(_Job(r0, c0, window, found[1]))
+    return jobs, outside
+
+
+class _Mosaic:
+    """Rows of the match raster still open to later patches; the most certain answer wins."""
+
+    def __init__(self, cols, size):
+        self.row0 = 0
+        self.matched = 0  # pixels written with a match
+        self.data = np.full((3, size, cols), np.nan, np.float32)
+
+    def merge(self, r0, c0, rows, cols, certainty):
+        sl = np.s_[r0 - self.row0:r0 - self.row0 + rows.shape[0], c0:c0 + rows.shape[1]]
+        old = self.data[2][sl]
+        better = np.isfinite(certainty) & ~(old >= certainty)
+        for band, new in enumerate((rows, cols, certainty)):
+            self.data[band][sl] = np.where(better, new, self.data[band][sl])
+
+    def flush(self, upto, write):
+        """Write the rows before ``upto`` (no later patch reaches them) and slide the buffer."""
+        n = upto - self.row0
+        if n <= 0:
+            return
+        for band in range(3):
+            write(self.data[band, :n], self.row0, band + 1)
+        self.matched += int(np.isfinite(self.data[2, :n]).sum())
+        self.data = np.roll(self.data, -n, axis=1)
+        self.data[:, -n:] = np.nan
+        self.row0 = upto
+
+
+def _open_pair(reference, secondary, ref_model, sec_model):
+    from .products import read_sensor_model
+    ref_model = ref_model or read_sensor_model(reference)
+    sec_model = sec_model or read_sensor_model(secondary)
+    datasets = []
+    for path, model, field in ((reference, ref_model, "REFERENCE"), (secondary, sec_model, "SECONDARY")):
+        ds = open_raster(path, field)
+        if (ds.RasterYSize, ds.RasterXSize) != (model.rows, model.cols):
+            raise SensorModelError(located(path, "shape", f"the image is {ds.RasterYSize} x {ds.RasterXSize} pixels "
+                                                          f"but its sensor model says {model.rows} x {model.cols}; "
+                                                          "give the model that belongs to this image"))
+        datasets.append(ds)
+    return ref_model, sec_model, datasets
+
+
+def match_pair(reference, secondary, output, matcher, settings=None, *, prior_dem=None, reference_model=None,
+               secondary_model=None, progress=None, is_canceled=None):
+    """Match two slant-range images patch by patch and write the match raster to ``output``.
+
+    ``reference``/``secondary``: image paths (any GDAL raster name, complex data taken as
+    amplitude) whose sensor models are found as :func:`products.read_sensor_model` finds them,
+    unless given. ``matcher``: a :class:`matchers.Matcher`. ``settings``: :class:`MatchSettings`.
+    ``prior_dem``: optional coarse DEM (path or :class:`Dem`) giving the prior height per place;
+    where its surface is missed the constant prior applies. ``progress(fraction)``,
+    ``is_canceled()``: optional callables, checked per batch of patches. Raises
+    :class:`MatchingCanceled` on cancel; nothing is written then, or on any error.
+    """
+    start = time.perf_counter()
+    settings = settings or MatchSettings()
+    settings.validate()
+    ref_model, sec_model, (ref_ds, sec_ds) = _open_pair(reference, secondary, reference_model, secondary_model)
+    dem = None
+    if prior_dem is not None:
+        from .simulate import open_dem
+        dem = open_dem(prior_dem)
+    height = settings.height_prior
+    if height is None:
+        height = float(np.nanmedian(dem.heights)) if dem is not None else (gcp_height(reference) or 0.0)
+    prior = PairPrior(ref_model, sec_model, height, float(settings.height_uncertainty_m), dem)
+    jobs, outside = plan_patches(ref_model, sec_model, settings, prior)
+    if not jobs:
+        raise GeometryError(located(f"{reference} / {secondary}", "overlap",
+                                    f"no reference patch lands in the secondary image at heights {height:.0f} "
+                                    f"+- {settings.height_uncertainty_m:.0f} m: the images do not overlap; check that "
+                                    "they show the same ground, or give a better HEIGHT_PRIOR / PRIOR_DEM"))
+
+    size = int(settings.patch_size)
+    meta = {SENSOR_ITEM: json.dumps(ref_model.to_dict()), SECONDARY_SENSOR_ITEM: json.dumps(sec_model.to_dict()),
+            REFERENCE_IMAGE_ITEM: str(reference), SECONDARY_IMAGE_ITEM: str(secondary),
+            MATCHING_ITEM: json.dumps({"matcher": matcher.describe(), "settings": asdict(settings),
+                                       "height_prior_m": height, "prior_dem": getattr(dem, "path", None)})}
+    mosaic = _Mosaic(ref_model.cols, size)
+    counts = {"matched": 0, "nodata": 0}
+    seconds_matching = 0.0
+    strips = sorted({job.r0 for job in jobs})
+    with geotiff_writer(output, ref_model.rows, ref_model.cols, 3, meta, MATCH_BANDS,
+                        gcps=gcp_grid(ref_model, height=height)) as write:
+        done = 0
+        for i, r0 in enumerate(strips):
+            strip = read_amplitude(ref_ds, r0, 0, size, ref_model.cols)
+            pairs = [p for p in (_cut(job, strip, sec_ds, prior, size) for job in jobs if job.r0 == r0) if p]
+            counts["nodata"] += sum(1 for job in jobs if job.r0 == r0) - len(pairs)
+            for b in range(0, len(pairs), max(1, int(matcher.batch_size))):
+                if is_canceled and is_canceled():
+                    raise MatchingCanceled("matching canceled; no output was written")
+                batch = pairs[b:b + max(1, int(matcher.batch_size))]
+                t0 = time.perf_counter()
+                answers = matcher.match(batch)
+                seconds_matching += time.perf_counter() - t0
+                for pair, answer in zip(batch, answers):
+                    counts["matched"] += _merge(mosaic, pair, answer, sec_model)
+                done += len(batch)
+                if progress:
+                    progress(done / len(jobs))
+            mosaic.flush(strips[i + 1] if i + 1 < len(strips) else ref_model.rows, write)
+        if counts["nodata"] == len(jobs):
+            raise RasterError(f"{reference} / {secondary}: field 'band 1': no data (all NaN or nodata) where the "
+                              "images overlap; check the images' nodata values")
+    return MatchResult(str(output), matcher.describe(), len(jobs) + outside, counts["matched"], outside,
+                       counts["nodata"], mosaic.matched / float(ref_model.rows * ref_model.cols),
+                       time.perf_counter() - start, seconds_matching)
+
+
+def _cut(job, strip, sec_ds, prior, size):
+    """The PatchPair of a job, or None when either side holds no data."""
+    ref = strip[:, job.c0:job.c0 + size]
+    if not np.isfinite(ref).any():
+        return None
+    w_r0, w_c0, w_rows, w_cols = job.window
+    sec = read_amplitude(sec_ds, w_r0, w_c0, w_rows, w_cols)
+    if not np.isfinite(sec).any():
+        return None
+    rr, cc = np.meshgrid(np.arange(job.r0, job.r0 + size, dtype=np.float64),
+                         np.arange(job.c0, job.c0 + size, dtype=np.float64), indexing="ij")
+    pred = prior.at(rr.ravel(), cc.ravel()).reshape(2, size, size)
+    pred -= np.array([w_r0, w_c0], np.float64)[:, None, None]
+    return PatchPair(np.ascontiguousarray(ref), sec, pred.astype(np.float32), job.search_px,
+                     (job.r0, job.c0), (w_r0, w_c0))
+
+
+def _merge(mosaic, pair, answer, sec_model):
+    """Map a matcher's answer to full-image coordinates and merge it; 1 if it matched anything."""
+    rows = np.asarray(answer.rows, np.float32) + np.float32(pair.secondary_origin[0])
+    cols = np.asarray(answer.cols, np.float32) + np.float32(pair.secondary_origin[1])
+    cert = np.asarray(answer.certainty, np.float32)
+    if rows.shape != pair.reference.shape:
+        raise RasterError(f"matcher: field 'rows': answered a {rows.shape} array for a {pair.reference.shape} patch")
+    keep = (np.isfinite(rows) & np.isfinite(cols) & np.isfinite(cert) & np.isfinite(pair.reference)
+            & (rows >= -0.5) & (rows <= sec_model.rows - 0.5) & (cols >= -0.5) & (cols <= sec_model.cols - 0.5))
+    cert = np.where(keep, np.clip(cert, 0.0, 1.0), np.nan).astype(np.float32)
+    mosaic.merge(pair.reference_origin[0], pair.reference_origin[1], rows, cols, cert)
+    return int(keep.any())
+
+

@@ -6,6 +6,8 @@ from qgis.core import QgsProcessingException
 
 from ..core.errors import SarStereoError
 
+WEIGHTS_SETTING = "SARSTEREO_WEIGHTS_DIR"  # the provider's setting: a folder of matcher weights
+
 
 @contextmanager
 def user_errors():
@@ -28,3 +30,19 @@ def load_model(image_path, model_path=None):
     if model_path:
         return SensorModel.from_json(model_path)
     return read_sensor_model(image_path)
+
+
+def processing_config():
+    """(ProcessingConfig, Setting) of QGIS's Processing plugin, or None where a bare PyQGIS script
+    runs without it (the provider then has no settings page)."""
+    try:
+        from processing.core.ProcessingConfig import ProcessingConfig, Setting
+    except ImportError:
+        return None
+    return ProcessingConfig, Setting
+
+
+def weights_folder():
+    """The weights folder set in the provider's settings, or None."""
+    config = processing_config()
+    return (config[0].getSetting(WEIGHTS_SETTING) or None) if config else None

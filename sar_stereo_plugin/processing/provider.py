@@ -5,8 +5,11 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.evaluatematches import EvaluateMatches
 from .algorithms.inspectpair import InspectPair
+from .algorithms.matchpair import MatchPair
 from .algorithms.simulatepair import SimulatePair
+from .common import WEIGHTS_SETTING, processing_config
 
 try:  # compiled by `make` from resources.qrc; a bare checkout falls back to the file
     from .. import resources_rc  # noqa: F401
@@ -28,6 +31,24 @@ class SarStereoProvider(QgsProcessingProvider):
     def svgIconPath(self):  # noqa: N802 - QGIS API
         return ICON
 
+    def load(self):
+        """Also declares the provider's setting (Settings > Options > Processing > Providers)."""
+        config = processing_config()
+        if config:
+            ProcessingConfig, Setting = config
+            ProcessingConfig.settingIcons[self.name()] = self.icon()
+            ProcessingConfig.addSetting(Setting(
+                self.name(), WEIGHTS_SETTING, "Folder of matcher weights (roma_outdoor.pth, dinov2_vitl14_pretrain.pth)",
+                "", valuetype=Setting.FOLDER))
+            ProcessingConfig.readSettings()
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self):
+        config = processing_config()
+        if config:
+            config[0].removeSetting(WEIGHTS_SETTING)
+
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
-        for algorithm in (InspectPair(), SimulatePair()):
+        for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches()):
             self.addAlgorithm(algorithm)

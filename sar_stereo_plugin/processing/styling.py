@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from qgis.core import (QgsColorRampShader, QgsProcessingLayerPostProcessorInterface, QgsRasterShader,
-                       QgsSingleBandPseudoColorRenderer)
+                       QgsSingleBandPseudoColorRenderer, QgsStyle)
 from qgis.PyQt.QtGui import QColor
 
 STYLES = Path(__file__).resolve().parent / "styles"
@@ -59,3 +59,13 @@ def amplitude_db(low_db, high_db, steps=16):
         layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
         layer.triggerRepaint()
     return apply
+
+
+def certainty(layer):
+    """Draw a match raster by its certainty (band 3), 0 to 1 on the viridis ramp."""
+    ramp = QgsColorRampShader(0.0, 1.0, QgsStyle.defaultStyle().colorRamp("Viridis"))
+    ramp.classifyColorRamp(11)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 3, shader))
+    layer.triggerRepaint()

@@ -1,0 +1,154 @@
+"""sarstereo:matchpair — dense patch-wise matching of two slant-range SAR images."""
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
+
+from ..common import layer_path, load_model, user_errors, weights_folder
+from ..styling import certainty, style_on_load
+
+MATCHERS = ("auto", "roma", "poc")
+
+
+class MatchPair(QgsProcessingAlgorithm):
+    REFERENCE = "REFERENCE"
+    SECONDARY = "SECONDARY"
+    REFERENCE_MODEL = "REFERENCE_MODEL"
+    SECONDARY_MODEL = "SECONDARY_MODEL"
+    MATCHER = "MATCHER"
+    PATCH_SIZE = "PATCH_SIZE"
+    OVERLAP = "OVERLAP"
+    GRID_STEP = "GRID_STEP"
+    HEIGHT_PRIOR = "HEIGHT_PRIOR"
+    HEIGHT_UNCERTAINTY = "HEIGHT_UNCERTAINTY"
+    PRIOR_DEM = "PRIOR_DEM"
+    WEIGHTS = "WEIGHTS"
+    DINOV2_WEIGHTS = "DINOV2_WEIGHTS"
+    DOWNLOAD_WEIGHTS = "DOWNLOAD_WEIGHTS"
+    DEVICE = "DEVICE"
+    COARSE_RES = "COARSE_RES"
+    UPSAMPLE_RES = "UPSAMPLE_RES"
+    BATCH_SIZE = "BATCH_SIZE"
+    OUTPUT = "OUTPUT"
+
+    def name(self):
+        return "matchpair"
+
+    def displayName(self):  # noqa: N802 - QGIS API
+        return "Match stereo pair (dense, patch-wise)"
+
+    def group(self):
+        return "Matching"
+
+    def groupId(self):  # noqa: N802 - QGIS API
+        return "matching"
+
+    def shortHelpString(self):  # noqa: N802 - QGIS API
+        return ("Matches two slant-range SAR images patch by patch, without projecting them to the ground. "
+                "Each reference patch's place in the secondary image is predicted from both sensor models and "
+                "a height prior (a constant height, or a coarse DEM); the secondary window is cut there, wide "
+                "enough for the height uncertainty, and a dense matcher finds the correspondence of every "
+                "pixel. Overlapping patches are merged by certainty.\n\n"
+                "Matchers: RoMa (deep dense matcher, needs torch and weights; fast on a GPU), POC (phase-only "
+                "correlation on a grid, coarse to fine, numpy), auto (RoMa where a CUDA GPU and RoMa weights "
+                "are available, else POC). RoMa weights: the files given here, else the folder set in "
+                "Settings > Options > Processing > Providers > SAR stereo, else the plugin's weights folder; "
+                "tick 'download' to fetch the public weights once.\n\n"
+                "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty "
+                "0-1, NaN where no match) embedding both sensor models, input of elevation generation.")
+
+    def createInstance(self):  # noqa: N802 - QGIS API
+        return MatchPair()
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        number = QgsProcessingParameterNumber
+        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
+        self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher", options=list(MATCHERS),
+                                                     defaultValue=0))
+        self.addParameter(number(self.PATCH_SIZE, "Patch size (reference pixels)", number.Integer,
+                                 defaultValue=512, minValue=16, maxValue=8192))
+        self.addParameter(number(self.OVERLAP, "Patch overlap (pixels)", number.Integer, defaultValue=64,
+                                 minValue=0))
+        self.addParameter(number(self.HEIGHT_PRIOR, "Height prior (m above the ellipsoid; empty: the prior DEM's "
+                                                    "median, else the reference's GCP height, else 0)",
+                                 number.Double, optional=True))
+        self.addParameter(number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (+- m)", number.Double,
+                                 defaultValue=300.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.PRIOR_DEM, "Prior DEM (coarse heights above the ellipsoid)", optional=True))
+        self.addParameter(number(self.GRID_STEP, "POC grid step (pixels)", number.Integer, defaultValue=4,
+                                 minValue=1))
+        advanced = [
+            QgsProcessingParameterFile(self.REFERENCE_MODEL, "Sensor model of the reference (JSON, instead of the "
+                                       "one found with the image)", extension="json", optional=True),
+            QgsProcessingParameterFile(self.SECONDARY_MODEL, "Sensor model of the secondary (JSON, instead of the "
+                                       "one found with the image)", extension="json", optional=True),
+            QgsProcessingParameterFile(self.WEIGHTS, "RoMa weights (.pth; ours from fine-tuning or roma_outdoor)",
+                                       optional=True),
+            QgsProcessingParameterFile(self.DINOV2_WEIGHTS, "DINOv2 ViT-L/14 weights (.pth)", optional=True),
+            QgsProcessingParameterBoolean(self.DOWNLOAD_WEIGHTS, "Download the public RoMa/DINOv2 weights if "
+                                          "none are found (once, about 1.5 GB)", defaultValue=False),
+            QgsProcessingParameterString(self.DEVICE, "Device for RoMa (auto, cpu, cuda, cuda:N)",
+                                         defaultValue="auto"),
+            number(self.COARSE_RES, "RoMa coarse resolution (multiple of 14)", number.Integer, defaultValue=560,
+                   minValue=14),
+            number(self.UPSAMPLE_RES, "RoMa upsampling resolution (0: none)", number.Integer, defaultValue=864,
+                   minValue=0),
+            number(self.BATCH_SIZE, "Patches per batch (empty: the matcher's default)", number.Integer,
+                   optional=True, minValue=1),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Matches"))
+        self.addOutput(QgsProcessingOutputNumber("MATCHED_FRACTION", "Matched fraction of the reference"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        from ...core.matchers import create_matcher
+        from ...core.patches import MatchSettings, match_pair
+        paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
+                 for key in (self.REFERENCE, self.SECONDARY)}
+        dem_layer = self.parameterAsRasterLayer(parameters, self.PRIOR_DEM, context)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        given = {key: parameters.get(key) not in (None, "") for key in (self.HEIGHT_PRIOR, self.BATCH_SIZE)}
+        options = {
+            "grid_step": self.parameterAsInt(parameters, self.GRID_STEP, context),
+            "weights": self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
+            "dinov2_weights": self.parameterAsFile(parameters, self.DINOV2_WEIGHTS, context) or None,
+            "weights_dir": weights_folder(),
+            "allow_download": self.parameterAsBool(parameters, self.DOWNLOAD_WEIGHTS, context),
+            "device": self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
+            "coarse_res": self.parameterAsInt(parameters, self.COARSE_RES, context),
+            "upsample_res": self.parameterAsInt(parameters, self.UPSAMPLE_RES, context) or None,
+            "progress": feedback.pushInfo,
+        }
+        if given[self.BATCH_SIZE]:
+            options["batch_size"] = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
+        settings = MatchSettings(
+            patch_size=self.parameterAsInt(parameters, self.PATCH_SIZE, context),
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            height_prior=(self.parameterAsDouble(parameters, self.HEIGHT_PRIOR, context)
+                          if given[self.HEIGHT_PRIOR] else None),
+            height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context))
+        with user_errors():
+            models = [load_model(paths[key], self.parameterAsFile(parameters, model_key, context))
+                      for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL),
+                                             (self.SECONDARY, self.SECONDARY_MODEL))]
+            matcher = create_matcher(MATCHERS[self.parameterAsEnum(parameters, self.MATCHER, context)], **options)
+            feedback.pushInfo(f"matcher: {matcher.describe()}")
+            result = match_pair(paths[self.REFERENCE], paths[self.SECONDARY], output, matcher, settings,
+                                prior_dem=layer_path(dem_layer) if dem_layer else None,
+                                reference_model=models[0], secondary_model=models[1],
+                                progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
+        if result.outside_patches:
+            feedback.reportError(f"{result.outside_patches} of {result.patches} patches land outside the secondary "
+                                 "image; their pixels have no match", fatalError=False)
+        if result.nodata_patches:
+            feedback.reportError(f"{result.nodata_patches} patches hold no data (NaN or nodata) in one image; "
+                                 "their pixels have no match", fatalError=False)
+        feedback.pushInfo(f"matched {100 * result.matched_fraction:.1f} % of the reference pixels in "
+                          f"{result.seconds_total:.1f} s ({result.seconds_matching:.1f} s in the matcher)")
+        style_on_load(context, output, certainty)
+        return {self.OUTPUT: output, "MATCHED_FRACTION": result.matched_fraction}

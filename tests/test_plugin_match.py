@@ -1,0 +1,76 @@
+"""sarstereo:matchpair and sarstereo:evaluatematches as a QGIS user runs them."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsSingleBandPseudoColorRenderer
+
+
+def _pair(alpine_pair):
+    paths, _ = alpine_pair
+    return {"REFERENCE": paths["reference"], "SECONDARY": paths["secondary"]}
+
+
+def test_matchpair_poc_then_evaluate(plugin, alpine_pair, tmp_path, qgis_new_project):
+    import processing
+    paths, _ = alpine_pair
+    out = tmp_path / "matches.tif"
+    result = processing.runAndLoadResults("sarstereo:matchpair", {
+        **_pair(alpine_pair), "MATCHER": 2, "PATCH_SIZE": 128, "OVERLAP": 32, "PRIOR_DEM": paths["dem"],
+        "HEIGHT_UNCERTAINTY": 100.0, "OUTPUT": str(out)})
+    assert 0.3 < result["MATCHED_FRACTION"] <= 1.0
+    ds = gdal.Open(str(out))
+    assert (ds.RasterCount, ds.RasterYSize, ds.RasterXSize) == (3, 300, 300)
+    layer = next(iter(QgsProject.instance().mapLayers().values()))
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer) and renderer.band() == 3
+    ramp = renderer.shader().rasterShaderFunction()
+    assert (ramp.minimumValue(), ramp.maximumValue()) == (0.0, 1.0)
+
+    report_path = tmp_path / "report.json"
+    evaluated = processing.run("sarstereo:evaluatematches", {
+        "MATCHES": str(out), "GROUND_TRUTH": paths["ground_truth"], "REPORT": str(report_path)})
+    report = json.loads(report_path.read_text())
+    assert set(report["accuracy_at_px"]) == {"1", "3", "5", "10"}
+    assert evaluated["ACCURACY_10PX"] == report["accuracy_at_px"]["10"] > 0.5
+    assert evaluated["COVERAGE"] == report["coverage"] >= report["accuracy_at_px"]["10"]
+
+
+def test_matchpair_refuses_patch_larger_than_image(plugin, alpine_pair, tmp_path):
+    import processing
+    with pytest.raises(QgsProcessingException, match="PATCH_SIZE.*larger"):
+        processing.run("sarstereo:matchpair", {**_pair(alpine_pair), "MATCHER": 2, "PATCH_SIZE": 1024,
+                                               "OUTPUT": str(tmp_path / "m.tif")})
+    assert not list(tmp_path.iterdir())
+
+
+def test_matchpair_roma_without_weights_says_where_to_put_them(plugin, alpine_pair, tmp_path, monkeypatch):
+    import processing
+    monkeypatch.setenv("SARSTEREO_WEIGHTS_DIR", str(tmp_path / "cache"))
+    with pytest.raises(QgsProcessingException, match="roma_outdoor.pth"):
+        processing.run("sarstereo:matchpair", {**_pair(alpine_pair), "MATCHER": 1, "PATCH_SIZE": 128,
+                                               "DEVICE": "cpu", "OUTPUT": str(tmp_path / "m.tif")})
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_matchpair_cancel_leaves_no_output(plugin, alpine_pair, tmp_path):
+    import processing
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: p > 0 and feedback.cancel())
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        processing.run("sarstereo:matchpair", {**_pair(alpine_pair), "MATCHER": 2, "PATCH_SIZE": 64,
+                                               "OVERLAP": 0, "OUTPUT": str(tmp_path / "m.tif")}, feedback=feedback)
+    assert not list(tmp_path.iterdir())
+
+
+def test_weights_folder_setting(plugin):
+    """The provider declares its weights folder in the Processing options, and removes it on unload."""
+    from processing.core.ProcessingConfig import ProcessingConfig
+    from sar_stereo_plugin.processing.common import WEIGHTS_SETTING
+    assert ProcessingConfig.settings[WEIGHTS_SETTING].group == "SAR stereo radargrammetry"
+    plugin.unload()
+    assert WEIGHTS_SETTING not in ProcessingConfig.settings
+    plugin.initProcessing()

@@ -54,7 +54,8 @@ test: setup
 # Plugin folder as QGIS installs it: code, metadata.txt and compiled resources.
 stage: setup
 	@mkdir -p $(STAGE)
-	@rsync -a --delete --exclude __pycache__ --exclude '*.pyc' sar_stereo_plugin/ $(STAGE)/
+	@rsync -a --delete --exclude __pycache__ --exclude '*.pyc' --exclude roma_outdoor.pth \
+	  --exclude dinov2_vitl14_pretrain.pth sar_stereo_plugin/ $(STAGE)/
 	@cp metadata.txt $(STAGE)/
 
 package: stage

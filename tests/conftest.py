@@ -104,3 +104,16 @@ def alpine_pair(tmp_path_factory, shared_data):
                            reference_output=paths["reference"], secondary_output=paths["secondary"],
                            ground_truth_output=paths["ground_truth"])
     return paths, result
+
+
+@pytest.fixture(scope="session")
+def without_torch():
+    """Python source that makes torch, torchvision and romatch unimportable (prefix of a script
+    run in a subprocess)."""
+    return """import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in ('torch', 'romatch', 'torchvision'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+"""

@@ -45,15 +45,9 @@ def test_metadata_complete():
     assert general["hasProcessingProvider"] == "yes"
 
 
-def test_provider_loads_without_torch():
+def test_provider_loads_without_torch(without_torch):
     """The provider and the classical algorithms must not need torch or romatch."""
-    code = """
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('torch', 'romatch', 'torchvision'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
+    code = without_torch + """
 from qgis.core import QgsApplication
 app = QgsApplication([], False); app.initQgis()
 from sar_stereo_plugin.processing.provider import SarStereoProvider

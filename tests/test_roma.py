@@ -315,16 +315,10 @@ def test_match_pair_end_to_end(tmp_path, matcher):
     assert result.matcher.startswith("roma on cpu")
 
 
-def test_plugin_core_without_torch():
+def test_plugin_core_without_torch(without_torch):
     """Blocking torch: the roma module still imports, asking for it says what to install, and
     MATCHER=auto falls back to POC."""
-    code = """
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('torch', 'romatch', 'torchvision'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
+    code = without_torch + """
 from sar_stereo_plugin.core.matchers import MatcherUnavailable, create_matcher
 import sar_stereo_plugin.core.matchers.roma
 assert create_matcher('auto').name == 'poc'

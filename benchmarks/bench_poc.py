@@ -101,32 +101,36 @@ def _score(rows_cols, gt, rows, cols):
     return (err < 1).mean(), (err < 3).mean()
 
 
-def _versus_loop(warmup):
-    from sar_stereo_plugin.core.matchers.poc import PocMatcher, _axis
-    pair, gt = _patch()
-    matcher = PocMatcher()
-    rows, cols = (np.meshgrid(_axis(512, 4), _axis(512, 4), indexing="ij"))
-    if warmup:
-        matcher.match([pair])
-        _loop_match(matcher, pair, rows[:2, :2], cols[:2, :2])
-        return ""
-    t0 = time.perf_counter()
-    answer = matcher.match([pair])[0]
-    t_poc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    loop = _loop_match(matcher, pair, rows, cols)
-    t_loop = time.perf_counter() - t0
-    batched = np.stack([answer.rows[rows, cols], answer.cols[rows, cols]])
-    (b1, b3), (l1, l3) = _score(batched, gt, rows, cols), _score(loop, gt, rows, cols)
-    pts = rows.size
-    return (f"{pts} grid pts, 512^2 {_CACHE['where']}: batched {pts / t_poc:,.0f} pts/s, loop {pts / t_loop:,.0f} "
-            f"pts/s, x{t_loop / t_poc:.1f}; within 1/3 px: batched {b1:.1%}/{b3:.1%}, loop {l1:.1%}/{l3:.1%}")
+def _versus(loop, label):
+    """A case timing the batched matcher against ``loop(matcher, pair, rows, cols)`` on the same grid."""
+    def run(warmup):
+        from sar_stereo_plugin.core.matchers.poc import PocMatcher, _axis
+        pair, gt = _patch()
+        matcher = PocMatcher()
+        rows, cols = (np.meshgrid(_axis(512, 4), _axis(512, 4), indexing="ij"))
+        if warmup:
+            matcher.match([pair])
+            loop(matcher, pair, rows[:2, :2], cols[:2, :2])
+            return ""
+        t0 = time.perf_counter()
+        answer = matcher.match([pair])[0]
+        t_poc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        looped = loop(matcher, pair, rows, cols)
+        t_loop = time.perf_counter() - t0
+        batched = np.stack([answer.rows[rows, cols], answer.cols[rows, cols]])
+        (b1, b3), (l1, l3) = _score(batched, gt, rows, cols), _score(looped, gt, rows, cols)
+        pts = rows.size
+        return (f"{pts} grid pts, 512^2 {_CACHE['where']}: batched {pts / t_poc:,.0f} pts/s, {label} "
+                f"{pts / t_loop:,.0f} pts/s, x{t_loop / t_poc:.1f}; within 1/3 px: batched {b1:.1%}/{b3:.1%}, "
+                f"{label} {l1:.1%}/{l3:.1%}")
+    return run
 
 
 SKIMAGE_WINDOW = 64  # one window per point, wide enough for the prior's +-300 m (~35 px here)
 
 
-def _skimage_loop(pair, rows, cols):
+def _skimage_loop(_matcher, pair, rows, cols):
     """The textbook comparator: per grid point, a window of the reference and one cut from the
     secondary at the rounded prior position, registered by scikit-image's phase_cross_correlation
     (sub-pixel by upsampling the cross-power spectrum 20x); no pyramid, no geometric warp."""
@@ -145,28 +149,6 @@ def _skimage_loop(pair, rows, cols):
         shift, _, _ = phase_cross_correlation(b, a, upsample_factor=20, normalization="phase")
         out[:, k[0], k[1]] = (pr, pc) + shift  # b(u) = a(u - shift)
     return out
-
-
-def _versus_skimage(warmup):
-    from sar_stereo_plugin.core.matchers.poc import PocMatcher, _axis
-    pair, gt = _patch()
-    matcher = PocMatcher()
-    rows, cols = (np.meshgrid(_axis(512, 4), _axis(512, 4), indexing="ij"))
-    if warmup:
-        matcher.match([pair])
-        _skimage_loop(pair, rows[:2, :2], cols[:2, :2])
-        return ""
-    t0 = time.perf_counter()
-    answer = matcher.match([pair])[0]
-    t_poc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    loop = _skimage_loop(pair, rows, cols)
-    t_loop = time.perf_counter() - t0
-    batched = np.stack([answer.rows[rows, cols], answer.cols[rows, cols]])
-    (b1, b3), (l1, l3) = _score(batched, gt, rows, cols), _score(loop, gt, rows, cols)
-    pts = rows.size
-    return (f"{pts} grid pts: batched {pts / t_poc:,.0f} pts/s, skimage loop {pts / t_loop:,.0f} pts/s, "
-            f"x{t_loop / t_poc:.1f}; within 1/3 px: batched {b1:.1%}/{b3:.1%}, loop {l1:.1%}/{l3:.1%}")
 
 
 # ====================================================================== (ii) match_pair 8192^2
@@ -266,8 +248,8 @@ def _match_big(warmup):
 
 
 def cases():
-    yield "poc batched vs skimage per-window loop (512^2)", 60.0, _versus_skimage
-    yield "poc batched vs level-matched OpenCV loop (512^2)", 60.0, _versus_loop
+    yield "poc batched vs skimage per-window loop (512^2)", 60.0, _versus(_skimage_loop, "skimage loop")
+    yield "poc batched vs level-matched OpenCV loop (512^2)", 60.0, _versus(_loop_match, "OpenCV loop")
     yield f"match_pair poc {BIG}x{BIG} (oetztal, 45/60 deg)", 600.0, _match_big
 
 

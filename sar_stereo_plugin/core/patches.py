@@ -255,12 +255,14 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
         done = 0
         for i, r0 in enumerate(strips):
             strip = read_amplitude(ref_ds, r0, 0, size, ref_model.cols)
-            pairs = [p for p in (_cut(job, strip, sec_ds, prior, size) for job in jobs if job.r0 == r0) if p]
-            counts["nodata"] += sum(1 for job in jobs if job.r0 == r0) - len(pairs)
-            for b in range(0, len(pairs), max(1, int(matcher.batch_size))):
+            row_jobs = [job for job in jobs if job.r0 == r0]
+            pairs = [p for p in (_cut(job, strip, sec_ds, prior, size) for job in row_jobs) if p]
+            counts["nodata"] += len(row_jobs) - len(pairs)
+            batch_size = max(1, int(matcher.batch_size))  # read per strip: RoMa halves it on out-of-memory
+            for b in range(0, len(pairs), batch_size):
                 if is_canceled and is_canceled():
                     raise MatchingCanceled("matching canceled; no output was written")
-                batch = pairs[b:b + max(1, int(matcher.batch_size))]
+                batch = pairs[b:b + batch_size]
                 t0 = time.perf_counter()
                 answers = matcher.match(batch)
                 seconds_matching += time.perf_counter() - t0

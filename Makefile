@@ -81,29 +81,25 @@ process: stage
 bench: setup
 	$(VPY) benchmarks/run.py
 
-# The main job on the embedded default data (Jacksboro DEM), through qgis_process as a user runs it.
+# The main job on the embedded default data (Jacksboro DEM), through qgis_process as a user runs it:
+# simulate -> inspect -> match -> evaluate matches -> elevation -> evaluate the DEM.
 DEMO := build/demo
 D := $(abspath $(DEMO))
 demo: stage
 	@mkdir -p $(DEMO)
 	@$(call demo_step,simulatepair,REFERENCE_OUTPUT=$(D)/reference.tif SECONDARY_OUTPUT=$(D)/secondary.tif \
-	  GROUND_TRUTH_OUTPUT=$(D)/ground_truth.tif)
+	  GROUND_TRUTH_OUTPUT=$(D)/ground_truth.tif DEM_OUTPUT=$(D)/source_dem.tif)
 	@$(call demo_step,inspectpair,REFERENCE=$(D)/reference.tif SECONDARY=$(D)/secondary.tif \
 	  FOOTPRINTS=$(D)/footprints.gpkg REPORT=$(D)/report.json)
 	@$(call demo_step,matchpair,REFERENCE=$(D)/reference.tif SECONDARY=$(D)/secondary.tif MATCHER=0 \
 	  OUTPUT=$(D)/matches.tif)
 	@$(call demo_step,evaluatematches,MATCHES=$(D)/matches.tif GROUND_TRUTH=$(D)/ground_truth.tif \
 	  REPORT=$(D)/match_report.json)
-	@echo "demo outputs in $(D):"
-	@for f in reference.tif secondary.tif ground_truth.tif footprints.gpkg report.json matches.tif \
-	  match_report.json; do echo "  $(D)/$$f"; done
-	@$(VPY) -c "import json; r = json.load(open('$(DEMO)/report.json')); \
-	  print('  overlap %.2f, intersection angle %.1f deg, %.2f m of height per pixel of disparity' % \
-	  (r['overlap_fraction'], r['intersection_angle_deg']['median'], r['height_sensitivity_m_per_px']['median'])); \
-	  m = json.load(open('$(DEMO)/match_report.json')); a = m['accuracy_at_px']; \
-	  print('  matching (%s): accuracy at 1/3/5/10 px %.3f / %.3f / %.3f / %.3f, coverage %.3f' % \
-	  (open('$(DEMO)/matchpair.log').read().split('matcher: ')[1].split()[0], a['1'], a['3'], a['5'], a['10'], \
-	  m['coverage']))"
+	@$(call demo_step,generateelevation,MATCHES=$(D)/matches.tif OUTPUT=$(D)/dem.tif \
+	  COUNT_OUTPUT=$(D)/count.tif UNCERTAINTY_OUTPUT=$(D)/uncertainty.tif)
+	@$(call demo_step,evaluatedem,DEM=$(D)/dem.tif REFERENCE_DEM=$(D)/source_dem.tif \
+	  ERROR_OUTPUT=$(D)/error.tif REPORT=$(D)/dem_report.json)
+	@$(VPY) scripts/demo_summary.py $(D)
 
 # $(call demo_step,algorithm,PARAMS): run sarstereo:<algorithm> through qgis_process, log in build/demo.
 demo_step = $(MAKE) -s process ARGS="run sarstereo:$(1) -- $(2)" > $(DEMO)/$(1).log 2>&1 \

@@ -103,6 +103,12 @@ class Dem:
         _, _, along_cols = geod.inv(lon[0], lat[0], lon[2], lat[2])
         return float(along_rows), float(along_cols)
 
+    def write(self, path):
+        """Write the heights as a float32 GeoTIFF (NaN = unknown), atomically."""
+        from .raster import write_geotiff
+        write_geotiff(path, self.heights, band_names=("height_m",), nodata=float("nan"),
+                      geotransform=self.geotransform, crs=self.crs.to_wkt())
+
     def lonlat(self, x, y):
         lon, lat = self._to_lonlat.transform(x, y)
         return np.asarray(lon), np.asarray(lat)

@@ -1,4 +1,6 @@
-"""Accuracy of a match raster against ground truth (a simulator's, or one derived from a DSM).
+"""Accuracy of matches against ground truth, and of DEMs against a reference DEM.
+
+Matches against ground truth (a simulator's, or one derived from a DSM):
 
 The end-point error (EPE) of a reference pixel is the distance, in secondary pixels, between the
 matched and the true secondary position. Statistics are over the *valid* ground-truth pixels
@@ -14,6 +16,7 @@ Both rasters are read in row blocks, so the evaluation of large images stays sma
 """
 
 import numpy as np
+from osgeo import gdal
 
 from .errors import RasterError
 from .raster import open_raster
@@ -57,3 +60,90 @@ def evaluate_matches(matches, ground_truth, certainty_threshold=0.0):
         "accuracy_of_matched_at_px": {str(t): float((epe <= t).mean()) if epe.size else 0.0 for t in THRESHOLDS_PX},
         "median_epe_px": float(np.median(epe)) if epe.size else None,
     }
+
+
+# ---------------------------------------------------------------- DEM against a reference DEM
+DEM_THRESHOLDS_M = (1, 2, 5, 10, 20)
+
+
+def reference_on_grid(reference_dem, dem_ds, field="REFERENCE_DEM"):
+    """The reference DEM resampled (bilinear) onto a DEM's grid, whatever its CRS; NaN outside it.
+
+    Heights are taken as they are: give the reference above the WGS84 ellipsoid, as the DEM is.
+    """
+    src = open_raster(reference_dem, field)
+    if not src.GetProjection():
+        raise RasterError(f"{reference_dem}: field '{field}': the reference DEM has no CRS; assign one "
+                          "(gdal_edit.py -a_srs) and run again")
+    rows, cols = dem_ds.RasterYSize, dem_ds.RasterXSize
+    try:
+        out = gdal.Warp("", src, format="MEM", outputType=gdal.GDT_Float32, resampleAlg="bilinear",
+                        dstSRS=dem_ds.GetProjection(), width=cols, height=rows,
+                        outputBounds=_bounds(dem_ds.GetGeoTransform(), rows, cols), dstNodata=float("nan"))
+    except RuntimeError as exc:
+        raise RasterError(f"{reference_dem}: field '{field}': cannot be resampled onto the DEM's grid ({exc})") from None
+    heights = out.GetRasterBand(1).ReadAsArray()
+    nodata = src.GetRasterBand(1).GetNoDataValue()
+    if nodata is not None and np.isfinite(nodata):
+        heights[heights == nodata] = np.nan
+    if not np.isfinite(heights).any():
+        raise RasterError(f"{reference_dem}: field '{field}': does not overlap the DEM {dem_ds.GetDescription()}; "
+                          "give a reference DEM covering the scene")
+    return heights
+
+
+def _bounds(gt, rows, cols):
+    return (gt[0], gt[3] + rows * gt[5], gt[0] + cols * gt[1], gt[3])
+
+
+def dem_statistics(error, area):
+    """Accuracy figures of an error map (DEM minus reference) over ``area`` (cells where the
+    reference is known and the scene was imaged). Figures other than coverage are over the
+    cells of ``area`` where the DEM has a height; ``fraction_within_m[t]``: share of those with
+    |error| <= t metres."""
+    e = error[area & np.isfinite(error)].astype(np.float64)
+    n_area = int(area.sum())
+    if not e.size:
+        return {"cells_evaluated": 0, "area_cells": n_area, "coverage": 0.0, "median_abs_error_m": None,
+                "rmse_m": None, "nmad_m": None, "le90_m": None, "mean_error_m": None, "median_error_m": None,
+                "fraction_within_m": {str(t): 0.0 for t in DEM_THRESHOLDS_M}}
+    a = np.abs(e)
+    median = float(np.median(e))
+    return {"cells_evaluated": int(e.size), "area_cells": n_area, "coverage": e.size / max(n_area, 1),
+            "median_abs_error_m": float(np.median(a)), "rmse_m": float(np.sqrt(np.mean(e * e))),
+            "nmad_m": float(1.4826 * np.median(np.abs(e - median))), "le90_m": float(np.percentile(a, 90)),
+            "mean_error_m": float(e.mean()), "median_error_m": median,
+            "fraction_within_m": {str(t): float((a <= t).mean()) for t in DEM_THRESHOLDS_M}}
+
+
+def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None):
+    """Compare a DEM with a reference DEM (any CRS, resampled onto the DEM's grid).
+
+    The evaluated area is where the reference has heights and, for a DEM made by
+    :func:`.elevation.generate_elevation` (it embeds both sensor models), where the reference's
+    ground falls inside both images; ``coverage`` is the share of it where the DEM has a height. Writes ``error_output`` (DEM minus reference, float32 on the
+    DEM's grid) and ``report`` (JSON, plus an HTML page and a PNG figure beside it) where given.
+    Returns the statistics (:func:`dem_statistics`) with the paths.
+    """
+    from .elevation import imaged_area
+    from .raster import write_geotiff
+    ds = open_raster(dem, "DEM")
+    if not ds.GetProjection():
+        raise RasterError(f"{dem}: field 'DEM': has no CRS; give a georeferenced DEM")
+    band = ds.GetRasterBand(1)
+    heights = band.ReadAsArray().astype(np.float32)
+    if band.GetNoDataValue() is not None and np.isfinite(band.GetNoDataValue()):
+        heights[heights == band.GetNoDataValue()] = np.nan
+    reference = reference_on_grid(reference_dem, ds)
+    imaged = imaged_area(ds, reference)
+    area = np.isfinite(reference) if imaged is None else imaged
+    error = heights - reference
+    stats = {"dem": str(dem), "reference_dem": str(reference_dem), **dem_statistics(error, area)}
+    if error_output:
+        write_geotiff(error_output, error, band_names=("error_m",), nodata=float("nan"),
+                      geotransform=ds.GetGeoTransform(), crs=ds.GetProjection())
+        stats["error_output"] = str(error_output)
+    if report:
+        from .report import write_dem_report
+        stats.update(write_dem_report(report, {**stats, **(extra or {})}, heights, error, area))
+    return stats

@@ -36,12 +36,14 @@ def atomic_path(path):
 
 
 @contextmanager
-def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gcps=None, nodata=None):
+def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gcps=None, nodata=None,
+                   geotransform=None, crs=None):
     """Create a float32 GeoTIFF and yield ``write(array, row0=0, band=1)`` to fill it in blocks
     of rows, so large rasters stream; the file appears at ``path`` only if the block succeeds.
 
     ``gcps``: optional (rows, cols, lon, lat, h) arrays in this project's pixel convention; they
     let QGIS draw a slant-range image near its place on the map (EPSG:4326).
+    ``geotransform`` (GDAL's six numbers) and ``crs`` (WKT) georeference a map raster instead.
     """
     with atomic_path(path) as tmp:
         try:
@@ -59,6 +61,9 @@ def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gc
                     band.SetDescription(band_names[i])
             for key, value in (metadata or {}).items():
                 ds.SetMetadataItem(key, value)
+            if geotransform is not None:
+                ds.SetGeoTransform([float(v) for v in geotransform])
+                ds.SetProjection(crs)
             if gcps is not None:
                 from osgeo import osr
                 srs = osr.SpatialReference()
@@ -77,14 +82,14 @@ def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gc
             ds = None  # close before the rename (or the clean-up of a failed write)
 
 
-def write_geotiff(path, bands, metadata=None, band_names=(), gcps=None, nodata=None):
+def write_geotiff(path, bands, metadata=None, band_names=(), gcps=None, nodata=None, geotransform=None, crs=None):
     """Write a float32 GeoTIFF atomically. ``bands``: (rows, cols) or (n, rows, cols) array;
     the other arguments as for :func:`geotiff_writer`."""
     bands = np.asarray(bands, dtype=np.float32)
     if bands.ndim == 2:
         bands = bands[None]
     n, rows, cols = bands.shape
-    with geotiff_writer(path, rows, cols, n, metadata, band_names, gcps, nodata) as write:
+    with geotiff_writer(path, rows, cols, n, metadata, band_names, gcps, nodata, geotransform, crs) as write:
         for i in range(n):
             write(bands[i], band=i + 1)
 
@@ -152,3 +157,17 @@ def read_amplitude(ds, row0, col0, rows, cols):
         out[data == nodata] = np.nan
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def band_percentiles(path, percentiles, absolute=False, max_side=1024):
+    """Percentiles of band 1's finite values (of their magnitudes with ``absolute``), from a
+    decimated read; None where the band holds no finite value."""
+    ds = open_raster(path)
+    scale = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / max_side)
+    values = ds.GetRasterBand(1).ReadAsArray(buf_xsize=max(1, int(ds.RasterXSize / scale)),
+                                             buf_ysize=max(1, int(ds.RasterYSize / scale))).astype(np.float64)
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    values = values[np.isfinite(values) & ((values != nodata) if nodata is not None else True)]
+    if not values.size:
+        return None
+    return [float(v) for v in np.percentile(np.abs(values) if absolute else values, percentiles)]

@@ -46,3 +46,10 @@ def weights_folder():
     """The weights folder set in the provider's settings, or None."""
     config = processing_config()
     return (config[0].getSetting(WEIGHTS_SETTING) or None) if config else None
+
+
+def optional_number(algorithm, parameters, key, context):
+    """A numeric parameter's value, or None where the user left it empty."""
+    if parameters.get(key) in (None, ""):
+        return None
+    return algorithm.parameterAsDouble(parameters, key, context)

@@ -5,7 +5,9 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.evaluatedem import EvaluateDem
 from .algorithms.evaluatematches import EvaluateMatches
+from .algorithms.generateelevation import GenerateElevation
 from .algorithms.inspectpair import InspectPair
 from .algorithms.matchpair import MatchPair
 from .algorithms.simulatepair import SimulatePair
@@ -50,5 +52,6 @@ class SarStereoProvider(QgsProcessingProvider):
             config[0].removeSetting(WEIGHTS_SETTING)
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
-        for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches()):
+        for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
+                          EvaluateDem()):
             self.addAlgorithm(algorithm)

@@ -1,9 +1,10 @@
-"""Styles for the layers algorithms load: static .qml files, and a dB grey ramp for amplitudes."""
+"""Styles for the layers algorithms load: .qml files (ramps stretched to the data where they are
+stored on a normalised scale), a dB grey ramp for amplitudes, and per-run layer groups."""
 
 from pathlib import Path
 
-from qgis.core import (QgsColorRampShader, QgsProcessingLayerPostProcessorInterface, QgsRasterShader,
-                       QgsSingleBandPseudoColorRenderer, QgsStyle)
+from qgis.core import (QgsColorRampShader, QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRasterLayer,
+                       QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsStyle)
 from qgis.PyQt.QtGui import QColor
 
 STYLES = Path(__file__).resolve().parent / "styles"
@@ -20,11 +21,11 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
         self._apply = apply
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
-        self._apply(layer)
+        self._apply(layer, context)
 
 
 def style_on_load(context, output_id, apply):
-    """Call apply(layer) when the output ``output_id`` is loaded into the project."""
+    """Call apply(layer, context) when the output ``output_id`` is loaded into the project."""
     if context.willLoadLayerOnCompletion(output_id):
         styler = _Styler(apply)
         _Styler._alive.append(styler)
@@ -33,7 +34,7 @@ def style_on_load(context, output_id, apply):
 
 def qml(name):
     """A styler applying styles/<name>.qml."""
-    def apply(layer):
+    def apply(layer, context=None):
         layer.loadNamedStyle(str(STYLES / f"{name}.qml"))
         layer.triggerRepaint()
     return apply
@@ -45,7 +46,7 @@ def amplitude_db(low_db, high_db, steps=16):
     The ramp stops are equally spaced in dB, so the display is logarithmic in amplitude while
     the file keeps linear amplitude; the legend reads in dB.
     """
-    def apply(layer):
+    def apply(layer, context=None):
         items = []
         for i in range(steps + 1):
             db = low_db + (high_db - low_db) * i / steps
@@ -61,7 +62,7 @@ def amplitude_db(low_db, high_db, steps=16):
     return apply
 
 
-def certainty(layer):
+def certainty(layer, context=None):
     """Draw a match raster by its certainty (band 3), 0 to 1 on the viridis ramp."""
     ramp = QgsColorRampShader(0.0, 1.0, QgsStyle.defaultStyle().colorRamp("Viridis"))
     ramp.classifyColorRamp(11)
@@ -69,3 +70,94 @@ def certainty(layer):
     shader.setRasterShaderFunction(ramp)
     layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 3, shader))
     layer.triggerRepaint()
+
+
+# Elevation products: style, display limits from the data, and order inside the run's group
+# (top first). The ramps in their .qml files are stored on 0..1 (-1..1 for the error) and
+# stretched here, so each run is drawn over its own range; the error's limits are symmetric.
+ELEVATION_STYLES = {
+    "error": (lambda path: _symmetric(path), 0, False),
+    "uncertainty": (lambda path: _from_zero(path), 1, False),
+    "count": (lambda path: _from_zero(path), 2, False),
+    "dem": (lambda path: band_limits(path, [2, 98]), 3, True),
+}
+HILLSHADE_ORDER = 4
+
+
+def band_limits(path, percentiles, absolute=False):
+    from ..core.raster import band_percentiles
+    return band_percentiles(path, percentiles, absolute) or [0.0, 1.0]
+
+
+def _symmetric(path):
+    limit = max(band_limits(path, [98], absolute=True)[0], 1e-3)
+    return -limit, limit
+
+
+def _from_zero(path):
+    return 0.0, max(band_limits(path, [98])[0], 1e-3)
+
+
+def stretch_ramp(layer, low, high):
+    """Map the pseudocolour ramp of ``layer`` linearly onto low..high (labels in data units)."""
+    renderer = layer.renderer()
+    ramp = renderer.shader().rasterShaderFunction()
+    old_low, old_high = ramp.minimumValue(), ramp.maximumValue()
+    scale = (high - low) / (old_high - old_low)
+    items = [QgsColorRampShader.ColorRampItem(low + (i.value - old_low) * scale, i.color,
+                                              f"{low + (i.value - old_low) * scale:.4g}")
+             for i in ramp.colorRampItemList()]
+    ramp.setColorRampItemList(items)
+    ramp.setMinimumValue(low)
+    ramp.setMaximumValue(high)
+    renderer.setClassificationMin(low)
+    renderer.setClassificationMax(high)
+    layer.triggerRepaint()
+
+
+class RunGroup:
+    """The layer-tree group of one algorithm run, created when its first layer loads; members are
+    kept in their order, a DEM gets its hillshade beneath it."""
+
+    def __init__(self, title):
+        self.title, self.group = title, None
+
+    def add(self, layer, kind, context):
+        project = context.project() or QgsProject.instance()
+        root = project.layerTreeRoot()
+        if self.group is None:
+            name, n = self.title, 1
+            while root.findGroup(name):
+                n += 1
+                name = f"{self.title} ({n})"
+            self.group = root.insertGroup(0, name)
+        node = root.findLayer(layer.id())
+        if node is None:
+            project.addMapLayer(layer, False)
+        self._insert(layer, ELEVATION_STYLES[kind][1] if kind in ELEVATION_STYLES else HILLSHADE_ORDER,
+                     ELEVATION_STYLES.get(kind, (None, None, True))[2])
+        if node is not None:
+            node.parent().removeChildNode(node)
+
+    def _insert(self, layer, order, visible):
+        at = sum(1 for child in self.group.children() if child.customProperty("sarstereo/order", 99) < order)
+        node = self.group.insertLayer(at, layer)
+        node.setCustomProperty("sarstereo/order", order)
+        node.setItemVisibilityChecked(visible)
+
+
+def elevation_style(group, kind):
+    """A styler for an elevation product of ``kind`` (dem, error, uncertainty, count): its .qml,
+    stretched to the data, placed in the run's group; a DEM also gets a hillshade layer beneath."""
+    limits = ELEVATION_STYLES[kind][0]
+
+    def apply(layer, context):
+        path = layer.source()
+        layer.loadNamedStyle(str(STYLES / f"{kind}.qml"))
+        stretch_ramp(layer, *limits(path))
+        group.add(layer, kind, context)
+        if kind == "dem":
+            shade = QgsRasterLayer(path, f"{layer.name()} hillshade")
+            shade.loadNamedStyle(str(STYLES / "hillshade.qml"))
+            group.add(shade, "hillshade", context)
+    return apply

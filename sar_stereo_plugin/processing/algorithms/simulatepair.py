@@ -13,6 +13,7 @@ LOOK_SIDES = ("right", "left")
 
 class SimulatePair(QgsProcessingAlgorithm):
     DEM = "DEM"
+    DEM_OUTPUT = "DEM_OUTPUT"
     LOOK_SIDE = "LOOK_SIDE"
     HEADING = "HEADING"
     ALTITUDE = "ALTITUDE"
@@ -94,6 +95,9 @@ class SimulatePair(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.REFERENCE_OUTPUT, "Reference image"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.SECONDARY_OUTPUT, "Secondary image"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.GROUND_TRUTH_OUTPUT, "Ground truth"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.DEM_OUTPUT, "DEM the pair was simulated from (GeoTIFF; for evaluating DEMs made from the pair)",
+            optional=True, createByDefault=False))
         for key, label in (("LAYOVER_FRACTION", "Layover fraction (reference)"),
                            ("SHADOW_FRACTION", "Shadow fraction (reference)"),
                            ("VALID_FRACTION", "Valid ground-truth fraction")):
@@ -101,7 +105,7 @@ class SimulatePair(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ...core.raster import amplitude_db_range
-        from ...core.simulate import FlightDesign, simulate_pair
+        from ...core.simulate import FlightDesign, open_dem, simulate_pair
         dem_layer = self.parameterAsRasterLayer(parameters, self.DEM, context)
         ref_json = self.parameterAsFile(parameters, self.REFERENCE_MODEL, context)
         sec_json = self.parameterAsFile(parameters, self.SECONDARY_MODEL, context)
@@ -133,6 +137,10 @@ class SimulatePair(QgsProcessingAlgorithm):
                 progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
             for key in (self.REFERENCE_OUTPUT, self.SECONDARY_OUTPUT):
                 style_on_load(context, outputs[key], amplitude_db(*amplitude_db_range(outputs[key])))
+            dem_output = self.parameterAsOutputLayer(parameters, self.DEM_OUTPUT, context)
+            if dem_output:
+                open_dem(layer_path(dem_layer) if dem_layer else None).write(dem_output)
+                outputs[self.DEM_OUTPUT] = dem_output
         style_on_load(context, outputs[self.GROUND_TRUTH_OUTPUT], qml("validity"))
         stats = result.stats
         for key, value in sorted(stats.items()):

@@ -1,0 +1,181 @@
+"""Elevation from matches: exactness from perfect matches over real Alpine relief, the gridding
+statistics, hole filling, DEM evaluation figures and report, and bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from pyproj import Transformer
+
+from sar_stereo_plugin.core.elevation import (ElevationCanceled, ElevationSettings, fill_small_holes,
+                                              generate_elevation, grid_points, nice_ceil, utm_crs)
+from sar_stereo_plugin.core.errors import GeometryError, RasterError, SensorModelError
+from sar_stereo_plugin.core.evaluate import dem_statistics, evaluate_dem, reference_on_grid
+from sar_stereo_plugin.core.raster import write_geotiff
+
+
+@pytest.fixture(scope="module")
+def oetztal_truth(tmp_path_factory, shared_data):
+    """Simulator ground truth (perfect matches) over the Oetztal SRTM DEM, 400 x 400 at 10 m."""
+    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    tmp = tmp_path_factory.mktemp("oetztal")
+    dem = str(shared_data / "dem" / "oetztal_srtm3.tif")
+    simulate_pair(dem, FlightDesign(rows=400, cols=400, pixel_spacing_m=10.0), seed=1,
+                  ground_truth_output=str(tmp / "truth.tif"))
+    return {"dem": dem, "truth": str(tmp / "truth.tif"), "tmp": tmp}
+
+
+def _visible_area(truth_path, dem_path, reference_path):
+    """DEM cells whose ground (on the reference DEM) the reference image sees neither in shadow
+    nor in layover, and the secondary sees too (the simulator's validity): what stereo can map."""
+    from sar_stereo_plugin.core.products import read_pair_models
+    ref, _ = read_pair_models(truth_path)
+    dem = gdal.Open(str(dem_path))
+    heights = reference_on_grid(reference_path, dem)
+    truth = gdal.Open(truth_path).ReadAsArray()
+    gt = dem.GetGeoTransform()
+    rows, cols = np.mgrid[0:dem.RasterYSize, 0:dem.RasterXSize]
+    lon, lat = Transformer.from_crs(dem.GetProjection(), "EPSG:4326", always_xy=True).transform(
+        gt[0] + (cols + 0.5) * gt[1], gt[3] + (rows + 0.5) * gt[5])
+    r, c = (np.rint(a) for a in ref.geo2rdr(lon, lat, heights))
+    inside = np.isfinite(r) & (r >= 0) & (r < ref.rows) & (c >= 0) & (c < ref.cols)
+    area = np.zeros(inside.shape, bool)
+    i, j = r[inside].astype(int), c[inside].astype(int)
+    area[inside] = (truth[4][i, j] == 0) & (truth[5][i, j] == 0) & (truth[2][i, j] == 1)
+    return area
+
+
+def test_perfect_matches_reproduce_the_alpine_dem(oetztal_truth):
+    """Only gridding error remains: median |error| <= 0.5 m, >= 95 % of the mappable area covered."""
+    tmp = oetztal_truth["tmp"]
+    result = generate_elevation(oetztal_truth["truth"], tmp / "dem.tif", count_output=tmp / "count.tif",
+                                uncertainty_output=tmp / "unc.tif", reference_dem=oetztal_truth["dem"],
+                                error_output=tmp / "err.tif", report=tmp / "report.json")
+    assert result.crs == "EPSG:32632" and result.resolution_m == 20.0  # 10 m / sin(35 deg) -> 20 m
+    report = json.loads((tmp / "report.json").read_text())
+    assert report["median_abs_error_m"] <= 0.5
+    assert report["fraction_within_m"]["5"] >= 0.97
+    area = _visible_area(oetztal_truth["truth"], tmp / "dem.tif", oetztal_truth["dem"])
+    dem = gdal.Open(str(tmp / "dem.tif")).ReadAsArray()
+    assert area.sum() > 20000 and np.isfinite(dem[area]).mean() >= 0.95
+    count = gdal.Open(str(tmp / "count.tif")).ReadAsArray()
+    assert count.sum() == result.points and (count > 0).sum() == result.cells_with_points
+    unc = gdal.Open(str(tmp / "unc.tif")).ReadAsArray()
+    assert np.isfinite(unc[count > 0]).all() and np.nanmedian(unc) < 2.0
+    error = gdal.Open(str(tmp / "err.tif")).ReadAsArray()
+    assert np.nanmedian(np.abs(error)) == pytest.approx(report["median_abs_error_m"], abs=0.05)
+    assert (tmp / "report.html").read_text().count("<img") == 1 and (tmp / "report.png").stat().st_size > 10000
+
+
+def test_reference_in_another_crs_is_reprojected(oetztal_truth):
+    tmp = oetztal_truth["tmp"]
+    if not (tmp / "dem.tif").exists():
+        generate_elevation(oetztal_truth["truth"], tmp / "dem.tif")
+    utm = str(tmp / "reference_utm.tif")
+    gdal.Warp(utm, oetztal_truth["dem"], dstSRS="EPSG:32632", xRes=10, yRes=10, resampleAlg="bilinear")
+    geographic = evaluate_dem(tmp / "dem.tif", oetztal_truth["dem"])
+    projected = evaluate_dem(tmp / "dem.tif", utm)
+    # resampling a 90 m DEM into UTM changes its surface by ~0.5 m in steep terrain, without a shift
+    assert projected["median_abs_error_m"] < geographic["median_abs_error_m"] + 0.6
+    assert abs(projected["median_error_m"]) < 0.1
+    assert projected["coverage"] == pytest.approx(geographic["coverage"], abs=0.02)
+
+
+def test_grid_points_median_count_and_uncertainty():
+    cell = np.array([0, 0, 0, 0, 2, 3, 3])
+    h = np.array([10.0, 11.0, 12.0, 100.0, 5.0, 1.0, 3.0], np.float32)
+    residual = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 0.1, 0.3], np.float32)
+    dem, count, unc = grid_points(cell, h, residual, 5)
+    np.testing.assert_allclose(dem, [11.5, np.nan, 5.0, 2.0, np.nan])  # the wild 100 m point does not move it
+    np.testing.assert_array_equal(count, [4, 0, 1, 2, 0])
+    assert unc[2] == pytest.approx(0.3)  # one point: its misclosure only
+    # two points 2 m apart: IQR = 2 m -> s = 2 / 1.349, se = 1.2533 s / sqrt(2); misclosure 0.2 m
+    assert unc[3] == pytest.approx(np.hypot(1.2533 * 2 / 1.349 / np.sqrt(2), 0.2), rel=1e-5)
+
+
+def test_sloping_cells_are_not_biased_by_where_points_fall(tmp_path):
+    """A plane sampled only in the north-east quarter of each cell still gives the plane's height
+    at the centre (the median of raw heights would be 0.25 * cell * (slope_e + slope_n) too high)."""
+    from sar_stereo_plugin.core.elevation import Grid
+    grid = Grid(0.0, 100.0, 10.0, 10, 10, "")
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 100, 20000), rng.uniform(0, 100, 20000)
+    x, y = np.floor(x / 10) * 10 + 5 + (x % 5), np.floor(y / 10) * 10 + 5 + (y % 5)
+    h = (0.3 * x + 0.5 * y).astype(np.float32)
+    cell, east, north = grid.locate(x, y)
+    raw = grid_points(cell, h, np.zeros_like(h), 100)[0].reshape(10, 10)
+    cx, cy = np.meshgrid(np.arange(10) * 10 + 5.0, 100 - (np.arange(10) * 10 + 5.0))
+    assert np.abs(raw - (0.3 * cx + 0.5 * cy)).mean() > 1.5
+    slope_n, slope_e = (g.ravel() for g in np.gradient(raw.astype(np.float64), -10.0, 10.0))
+    corrected = grid_points(cell, h - (slope_e[cell] * east + slope_n[cell] * north), np.zeros_like(h), 100)[0]
+    off = np.abs(corrected.reshape(10, 10) - (0.3 * cx + 0.5 * cy))
+    assert off.mean() < 0.05 and off.max() < 0.25  # what is left: the slope read off the noisy first grid
+
+
+def test_small_holes_are_filled_large_ones_and_the_outside_stay_nodata():
+    dem = np.ones((40, 40), np.float32)
+    dem[5:7, 5:7] = np.nan  # 2 x 2 hole: every cell 1 cell from data
+    dem[20:32, 20:32] = np.nan  # 12 x 12 hole: its centre is 6 cells from data
+    dem[:, :3] = np.nan  # outside the scene (touches the border)
+    fill = fill_small_holes(dem, 3)
+    assert fill[5:7, 5:7].all() and not fill[20:32, 20:32].any() and not fill[:, :3].any()
+    assert fill.sum() == 4
+    assert not fill_small_holes(dem, 0).any()
+
+
+def test_nice_resolution_and_utm_zone():
+    assert [nice_ceil(v) for v in (0.7, 1.0, 2.3, 4.9, 8.72, 17.4, 26.0, 130.0)] == [1, 1, 2.5, 5, 10, 20, 50, 200]
+    assert utm_crs(10.8, 46.8).to_epsg() == 32632 and utm_crs(-84.2, 36.4).to_epsg() == 32616
+    assert utm_crs(-70.0, -33.0).to_epsg() == 32719
+
+
+def test_dem_statistics_figures():
+    error = np.array([[-3.0, -1.0, 0.5, 1.5], [2.5, 6.0, np.nan, 30.0]])
+    area = np.ones_like(error, bool)
+    area[0, 0] = False  # outside the imaged area: not counted at all
+    stats = dem_statistics(error, area)
+    e = np.array([-1.0, 0.5, 1.5, 2.5, 6.0, 30.0])
+    assert stats["cells_evaluated"] == 6 and stats["area_cells"] == 7
+    assert stats["coverage"] == pytest.approx(6 / 7)
+    assert stats["median_abs_error_m"] == pytest.approx(2.0)
+    assert stats["rmse_m"] == pytest.approx(np.sqrt(np.mean(e ** 2)))
+    assert stats["nmad_m"] == pytest.approx(1.4826 * np.median(np.abs(e - 2.0)))
+    assert stats["le90_m"] == pytest.approx(np.percentile(np.abs(e), 90))
+    assert stats["fraction_within_m"] == {"1": 2 / 6, "2": 3 / 6, "5": 4 / 6, "10": 5 / 6, "20": 5 / 6}
+
+
+# ---------------------------------------------------------------- bad inputs
+def test_match_raster_without_sensor_models(tmp_path):
+    path = tmp_path / "plain.tif"
+    write_geotiff(path, np.zeros((3, 8, 8)))
+    with pytest.raises(SensorModelError, match="plain.tif.*SARSTEREO_SENSOR.*sarstereo:matchpair"):
+        generate_elevation(path, tmp_path / "dem.tif")
+    assert not (tmp_path / "dem.tif").exists()
+
+
+def test_resolution_zero_and_geographic_crs_are_refused(oetztal_truth, tmp_path):
+    with pytest.raises(GeometryError, match="RESOLUTION.*positive"):
+        generate_elevation(oetztal_truth["truth"], tmp_path / "dem.tif", ElevationSettings(resolution_m=0.0))
+    with pytest.raises(GeometryError, match="CRS.*EPSG:4326.*not a projected CRS in metres"):
+        generate_elevation(oetztal_truth["truth"], tmp_path / "dem.tif", ElevationSettings(crs="EPSG:4326"))
+    with pytest.raises(GeometryError, match="RESOLUTION.*coarser"):
+        generate_elevation(oetztal_truth["truth"], tmp_path / "dem.tif", ElevationSettings(resolution_m=0.001))
+    assert not list(tmp_path.iterdir())
+
+
+def test_reference_dem_that_does_not_overlap(oetztal_truth, tmp_path):
+    far = tmp_path / "far.tif"
+    write_geotiff(far, np.full((10, 10), 500.0), geotransform=(100.0, 0.01, 0, 10.0, 0, -0.01),
+                  crs=gdal.Open(oetztal_truth["dem"]).GetProjection())
+    with pytest.raises(RasterError, match="far.tif.*REFERENCE_DEM.*does not overlap"):
+        generate_elevation(oetztal_truth["truth"], tmp_path / "dem.tif", reference_dem=far,
+                           error_output=tmp_path / "err.tif")
+    assert not (tmp_path / "err.tif").exists()
+
+
+def test_cancel_writes_nothing(oetztal_truth, tmp_path):
+    with pytest.raises(ElevationCanceled):
+        generate_elevation(oetztal_truth["truth"], tmp_path / "dem.tif", count_output=tmp_path / "count.tif",
+                           is_canceled=lambda: True)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,77 @@
+"""sarstereo:generateelevation and sarstereo:evaluatedem as a QGIS user runs them: styled, grouped
+layers, the report, and clear errors."""
+
+import json
+
+import pytest
+from qgis.core import (QgsHillshadeRenderer, QgsProcessingException, QgsProject, QgsSingleBandPseudoColorRenderer)
+
+
+def _ramp(layer):
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)
+    ramp = renderer.shader().rasterShaderFunction()
+    return ramp.minimumValue(), ramp.maximumValue(), [item.color.name() for item in ramp.colorRampItemList()]
+
+
+def test_elevation_outputs_load_styled_and_grouped(plugin, alpine_pair, tmp_path, qgis_new_project):
+    import processing
+    paths, _ = alpine_pair
+    out = {key: str(tmp_path / f"{key.lower()}.tif") for key in
+           ("OUTPUT", "COUNT_OUTPUT", "UNCERTAINTY_OUTPUT", "ERROR_OUTPUT")}
+    result = processing.runAndLoadResults("sarstereo:generateelevation", {
+        "MATCHES": paths["ground_truth"], "REFERENCE_DEM": paths["dem"], "REPORT": str(tmp_path / "report.json"),
+        **out})
+    assert result["POINTS"] > 50000 and result["RESOLUTION_M"] == 10.0
+    assert result["MEDIAN_ABS_ERROR"] < 0.5 and result["COVERAGE"] > 0.95
+    project = QgsProject.instance()
+    groups = project.layerTreeRoot().findGroups()
+    assert [g.name() for g in groups] == ["output (SAR elevation)"]
+    members = [node.layer() for node in groups[0].findLayers()]
+    by_source = {}
+    for layer in members:
+        by_source.setdefault(layer.source(), []).append(layer)
+    assert len(members) == 5 and len(by_source[out["OUTPUT"]]) == 2  # the DEM twice: colour and hillshade
+    # top to bottom: error, uncertainty, count, DEM (multiplied over) its hillshade
+    assert [layer.source() for layer in members] == [out["ERROR_OUTPUT"], out["UNCERTAINTY_OUTPUT"],
+                                                      out["COUNT_OUTPUT"], out["OUTPUT"], out["OUTPUT"]]
+    error, uncertainty, count, dem, shade = members
+    low, high, colours = _ramp(error)
+    assert low == -high and 0.1 < high < 5 and colours[0] == "#2166ac" and colours[-1] == "#b2182b"
+    assert colours[len(colours) // 2] == "#f7f7f7"  # white at zero
+    low, high, colours = _ramp(dem)
+    assert 2500 < low < high < 3800 and colours[0] == "#1a9641" and colours[-1] == "#ffffff"
+    for layer in (uncertainty, count):
+        low, high, _ = _ramp(layer)
+        assert low == 0 and high > 0
+    assert isinstance(shade.renderer(), QgsHillshadeRenderer)
+    visible = {layer.id(): groups[0].findLayer(layer.id()).itemVisibilityChecked() for layer in members}
+    assert [visible[layer.id()] for layer in members] == [False, False, False, True, True]
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["fraction_within_m"]) == {"1", "2", "5", "10", "20"}
+    assert report["elevation"]["points"] == result["POINTS"]
+
+
+def test_evaluatedem_writes_error_map_and_report(plugin, alpine_pair, tmp_path):
+    import processing
+    paths, _ = alpine_pair
+    processing.run("sarstereo:generateelevation", {"MATCHES": paths["ground_truth"],
+                                                   "OUTPUT": str(tmp_path / "dem.tif")})
+    result = processing.run("sarstereo:evaluatedem", {
+        "DEM": str(tmp_path / "dem.tif"), "REFERENCE_DEM": paths["dem"], "ERROR_OUTPUT": str(tmp_path / "e.tif"),
+        "REPORT": str(tmp_path / "r.json")})
+    report = json.loads((tmp_path / "r.json").read_text())
+    for key in ("median_abs_error_m", "rmse_m", "nmad_m", "le90_m", "coverage"):
+        assert report[key] is not None
+    assert result["MEDIAN_ABS_ERROR"] == report["median_abs_error_m"] < 0.5
+    assert (tmp_path / "r.html").exists() and (tmp_path / "r.png").exists() and (tmp_path / "e.tif").exists()
+
+
+def test_resolution_zero_is_a_clear_error(plugin, alpine_pair, tmp_path):
+    import processing
+    paths, _ = alpine_pair
+    with pytest.raises(QgsProcessingException, match="RESOLUTION.*positive cell size"):
+        processing.run("sarstereo:generateelevation", {"MATCHES": paths["ground_truth"], "RESOLUTION": 0,
+                                                       "OUTPUT": str(tmp_path / "dem.tif")})
+    assert not list(tmp_path.iterdir())

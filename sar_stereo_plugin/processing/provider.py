@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingProvider
+from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.evaluatedem import EvaluateDem
@@ -18,6 +18,9 @@ try:  # compiled by `make` from resources.qrc; a bare checkout falls back to the
     ICON = ":/plugins/sar_stereo_plugin/icon.svg"
 except ImportError:
     ICON = str(Path(__file__).resolve().parents[1] / "icon.svg")
+
+
+MODELS = Path(__file__).resolve().parent / "models"
 
 
 class SarStereoProvider(QgsProcessingProvider):
@@ -55,3 +58,7 @@ class SarStereoProvider(QgsProcessingProvider):
         for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
                           EvaluateDem()):
             self.addAlgorithm(algorithm)
+        for path in sorted(MODELS.glob("*.model3")):  # the shipped graphical models
+            model = QgsProcessingModelAlgorithm()
+            if model.fromFile(str(path)):
+                self.addAlgorithm(model)

@@ -1,0 +1,69 @@
+"""The demo chain on the embedded Jacksboro DEM with POC: DEM accuracy floors, and the shipped
+graphical model (run by `make process`, i.e. qgis_process) giving the same DEM as the algorithms
+run one by one."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "sar_stereo_plugin" / "processing" / "models" / "radargrammetry.model3"
+POC = 2  # index of "poc" in the MATCHER enum
+# measured on this pair (README): 0.143 / 0.279 / 0.606 / 0.862 / 0.964, median |error| 3.87 m, coverage 0.940
+FLOORS = {"1": 0.12, "2": 0.24, "5": 0.55, "10": 0.82, "20": 0.94}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, qgis_processing, qgis_iface):
+    """simulatepair -> matchpair (POC) -> generateelevation -> evaluatedem, one by one."""
+    import processing
+
+    import sar_stereo_plugin
+    plugin = sar_stereo_plugin.classFactory(qgis_iface)
+    plugin.initProcessing()
+    d = tmp_path_factory.mktemp("chain")
+    processing.run("sarstereo:simulatepair", {"REFERENCE_OUTPUT": str(d / "reference.tif"),
+                                              "SECONDARY_OUTPUT": str(d / "secondary.tif"),
+                                              "GROUND_TRUTH_OUTPUT": str(d / "truth.tif"),
+                                              "DEM_OUTPUT": str(d / "source_dem.tif")})
+    processing.run("sarstereo:matchpair", {"REFERENCE": str(d / "reference.tif"), "SECONDARY": str(d / "secondary.tif"),
+                                           "MATCHER": POC, "OUTPUT": str(d / "matches.tif")})
+    processing.run("sarstereo:generateelevation", {"MATCHES": str(d / "matches.tif"), "OUTPUT": str(d / "dem.tif")})
+    processing.run("sarstereo:evaluatedem", {"DEM": str(d / "dem.tif"), "REFERENCE_DEM": str(d / "source_dem.tif"),
+                                             "ERROR_OUTPUT": str(d / "error.tif"), "REPORT": str(d / "report.json")})
+    yield d
+    plugin.unload()
+
+
+def test_poc_chain_dem_accuracy(chain):
+    report = json.loads((chain / "report.json").read_text())
+    within = report["fraction_within_m"]
+    print("\nJacksboro, POC: share of cells within 1/2/5/10/20 m:",
+          " / ".join(f"{within[t]:.3f}" for t in FLOORS), f"median |error| {report['median_abs_error_m']:.2f} m,",
+          f"coverage {report['coverage']:.3f}")
+    for t, floor in FLOORS.items():
+        assert within[t] >= floor, (t, within[t])
+    assert report["median_abs_error_m"] <= 4.5 and report["coverage"] >= 0.9
+
+
+def test_shipped_model_through_qgis_process_gives_the_same_dem(chain, tmp_path):
+    args = (f"run {MODEL} -- reference={chain / 'reference.tif'} secondary={chain / 'secondary.tif'} matcher={POC} "
+            f"reference_dem={chain / 'source_dem.tif'} match:Matches={tmp_path / 'matches.tif'} "
+            f"elevation:DEM={tmp_path / 'dem.tif'} evaluate:Error={tmp_path / 'error.tif'} "
+            f"evaluate:Report={tmp_path / 'report.json'}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    run = subprocess.run(["make", "-s", "process", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Executed 3 algorithms" in run.stdout + run.stderr
+    one_by_one = gdal.Open(str(chain / "dem.tif")).ReadAsArray()
+    model = gdal.Open(str(tmp_path / "dem.tif")).ReadAsArray()
+    assert np.isfinite(model).sum() > 100000
+    np.testing.assert_array_equal(model, one_by_one)
+    assert json.loads((tmp_path / "report.json").read_text())["median_abs_error_m"] == \
+        json.loads((chain / "report.json").read_text())["median_abs_error_m"]

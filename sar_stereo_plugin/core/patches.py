@@ -210,19 +210,37 @@ def _open_pair(reference, secondary, ref_model, sec_model):
     return ref_model, sec_model, datasets
 
 
-def match_pair(reference, secondary, output, matcher, settings=None, *, prior_dem=None, reference_model=None,
-               secondary_model=None, progress=None, is_canceled=None):
-    """Match two slant-range images patch by patch and write the match raster to ``output``.
+@dataclass
+class PatchPlan:
+    """What :func:`match_pair` settles before matching: both images and models, the prior, and
+    every patch with its secondary window. :meth:`strips` cuts them; the dataset builder
+    (:mod:`.training.dataset`) cuts its samples through the same plan."""
 
-    ``reference``/``secondary``: image paths (any GDAL raster name, complex data taken as
-    amplitude) whose sensor models are found as :func:`products.read_sensor_model` finds them,
-    unless given. ``matcher``: a :class:`matchers.Matcher`. ``settings``: :class:`MatchSettings`.
-    ``prior_dem``: optional coarse DEM (path or :class:`Dem`) giving the prior height per place;
-    where its surface is missed the constant prior applies. ``progress(fraction)``,
-    ``is_canceled()``: optional callables, checked per batch of patches. Raises
-    :class:`MatchingCanceled` on cancel; nothing is written then, or on any error.
-    """
-    start = time.perf_counter()
+    reference: str
+    secondary: str
+    ref_model: object
+    sec_model: object
+    ref_ds: object
+    sec_ds: object
+    dem: object  # the prior DEM (a Dem) or None
+    height: float  # the constant prior height (m), used where the prior DEM is missed
+    prior: PairPrior
+    jobs: list
+    outside: int  # patches whose window misses the secondary image
+    size: int
+
+    def strips(self, jobs=None):
+        """Yield ``(r0, [(job, PatchPair or None), ...])`` strip by strip, in row order; None where
+        either side holds no data. ``jobs``: a subset of :attr:`jobs` (default: all)."""
+        jobs = self.jobs if jobs is None else jobs
+        for r0 in sorted({job.r0 for job in jobs}):
+            strip = read_amplitude(self.ref_ds, r0, 0, self.size, self.ref_model.cols)
+            yield r0, [(job, _cut(job, strip, self.sec_ds, self.prior, self.size)) for job in jobs if job.r0 == r0]
+
+
+def plan_pair(reference, secondary, settings=None, *, prior_dem=None, reference_model=None, secondary_model=None):
+    """The :class:`PatchPlan` of a pair (arguments as :func:`match_pair`'s). Raises
+    :class:`GeometryError` when no patch lands in the secondary image."""
     settings = settings or MatchSettings()
     settings.validate()
     ref_model, sec_model, (ref_ds, sec_ds) = _open_pair(reference, secondary, reference_model, secondary_model)
@@ -240,8 +258,28 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
                                     f"no reference patch lands in the secondary image at heights {height:.0f} "
                                     f"+- {settings.height_uncertainty_m:.0f} m: the images do not overlap; check that "
                                     "they show the same ground, or give a better HEIGHT_PRIOR / PRIOR_DEM"))
+    return PatchPlan(str(reference), str(secondary), ref_model, sec_model, ref_ds, sec_ds, dem, height, prior, jobs,
+                     outside, int(settings.patch_size))
 
-    size = int(settings.patch_size)
+
+def match_pair(reference, secondary, output, matcher, settings=None, *, prior_dem=None, reference_model=None,
+               secondary_model=None, progress=None, is_canceled=None):
+    """Match two slant-range images patch by patch and write the match raster to ``output``.
+
+    ``reference``/``secondary``: image paths (any GDAL raster name, complex data taken as
+    amplitude) whose sensor models are found as :func:`products.read_sensor_model` finds them,
+    unless given. ``matcher``: a :class:`matchers.Matcher`. ``settings``: :class:`MatchSettings`.
+    ``prior_dem``: optional coarse DEM (path or :class:`Dem`) giving the prior height per place;
+    where its surface is missed the constant prior applies. ``progress(fraction)``,
+    ``is_canceled()``: optional callables, checked per batch of patches. Raises
+    :class:`MatchingCanceled` on cancel; nothing is written then, or on any error.
+    """
+    start = time.perf_counter()
+    settings = settings or MatchSettings()
+    plan = plan_pair(reference, secondary, settings, prior_dem=prior_dem, reference_model=reference_model,
+                     secondary_model=secondary_model)
+    ref_model, sec_model, jobs, dem, height, size = (plan.ref_model, plan.sec_model, plan.jobs, plan.dem,
+                                                     plan.height, plan.size)
     meta = {SENSOR_ITEM: json.dumps(ref_model.to_dict()), SECONDARY_SENSOR_ITEM: json.dumps(sec_model.to_dict()),
             REFERENCE_IMAGE_ITEM: str(reference), SECONDARY_IMAGE_ITEM: str(secondary),
             MATCHING_ITEM: json.dumps({"matcher": matcher.describe(), "settings": asdict(settings),
@@ -253,11 +291,9 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
     with geotiff_writer(output, ref_model.rows, ref_model.cols, 3, meta, MATCH_BANDS,
                         gcps=gcp_grid(ref_model, height=height)) as write:
         done = 0
-        for i, r0 in enumerate(strips):
-            strip = read_amplitude(ref_ds, r0, 0, size, ref_model.cols)
-            row_jobs = [job for job in jobs if job.r0 == r0]
-            pairs = [p for p in (_cut(job, strip, sec_ds, prior, size) for job in row_jobs) if p]
-            counts["nodata"] += len(row_jobs) - len(pairs)
+        for i, (r0, cut) in enumerate(plan.strips()):
+            pairs = [pair for _, pair in cut if pair]
+            counts["nodata"] += len(cut) - len(pairs)
             batch_size = max(1, int(matcher.batch_size))  # read per strip: RoMa halves it on out-of-memory
             for b in range(0, len(pairs), batch_size):
                 if is_canceled and is_canceled():
@@ -275,7 +311,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
         if counts["nodata"] == len(jobs):
             raise RasterError(f"{reference} / {secondary}: field 'band 1': no data (all NaN or nodata) where the "
                               "images overlap; check the images' nodata values")
-    return MatchResult(str(output), matcher.describe(), len(jobs) + outside, counts["matched"], outside,
+    return MatchResult(str(output), matcher.describe(), len(jobs) + plan.outside, counts["matched"], plan.outside,
                        counts["nodata"], mosaic.matched / float(ref_model.rows * ref_model.cols),
                        time.perf_counter() - start, seconds_matching)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.builddataset import BuildDataset
 from .algorithms.evaluatedem import EvaluateDem
 from .algorithms.evaluatematches import EvaluateMatches
 from .algorithms.generateelevation import GenerateElevation
@@ -56,7 +57,7 @@ class SarStereoProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
         for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
-                          EvaluateDem()):
+                          EvaluateDem(), BuildDataset()):
             self.addAlgorithm(algorithm)
         for path in sorted(MODELS.glob("*.model3")):  # the shipped graphical models
             model = QgsProcessingModelAlgorithm()

@@ -1,0 +1,1 @@
+"""Learning: dataset builder, losses and the fine-tuning loop (torch imported lazily)."""

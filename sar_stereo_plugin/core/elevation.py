@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
 from scipy import ndimage
 
 from .errors import GeometryError, RasterError, located
@@ -152,15 +153,15 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
         raise RasterError(located(matches, "size", f"{ds.RasterYSize} x {ds.RasterXSize} pixels, but its reference "
                                                    f"sensor model describes {ref.rows} x {ref.cols}"))
     max_residual = settings.max_residual_m or 2.0 * max(_pixel_spacings(ref) + _pixel_spacings(sec))
-    lon, lat, h, res = _triangulate_all(ds, ref, sec, settings.certainty_threshold, max_residual,
-                                        progress, is_canceled)
-    matches_used = lon.size
-    keep = np.isfinite(h) & (res <= max_residual)
-    if not keep.any():
+    (lon, lat, h, res), matches_used = _triangulate_all(ds, ref, sec, settings.certainty_threshold, max_residual,
+                                                        progress, is_canceled)
+    if not matches_used:
+        raise GeometryError(located(matches, "bands 1-3", "holds no match at or above the certainty threshold; "
+                                                          "lower CERTAINTY_THRESHOLD or check the matching step"))
+    if not h.size:
         raise GeometryError(located(matches, "bands 1-3", f"none of {matches_used} usable matches triangulates "
                                                           f"within {max_residual:.3g} m; check that the matches "
                                                           "belong to this pair, or raise MAX_RESIDUAL"))
-    lon, lat, h, res = lon[keep], lat[keep], h[keep], res[keep]
     scene_h = float(np.median(h))
     crs = _output_crs(settings.crs, ref, sec, scene_h)
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
@@ -180,7 +181,7 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     dem, count, uncertainty = grid_points(cell, h, res, grid.rows * grid.cols)
     dem, count, uncertainty = (a.reshape(grid.rows, grid.cols) for a in (dem, count, uncertainty))
     filled = fill_small_holes(dem, settings.fill_distance_cells)
-    uncertainty = np.where(filled & np.isnan(uncertainty), _fill(uncertainty, settings.fill_distance_cells), uncertainty)
+    uncertainty = np.where(filled, _fill(uncertainty, settings.fill_distance_cells), uncertainty)
     dem = np.where(filled, _fill(dem, settings.fill_distance_cells), dem)
     _check(is_canceled)
     meta = {ELEVATION_ITEM: json.dumps({
@@ -221,28 +222,25 @@ def _check(is_canceled):
 
 
 def _triangulate_all(ds, ref, sec, threshold, max_residual, progress, is_canceled):
-    """(lon, lat, h, misclosure) of every usable match, triangulated block by block of rows.
-    Points beyond twice the misclosure limit are dropped at once to keep memory small."""
-    out = [[], [], [], []]
+    """((lon, lat, h, misclosure) of the points within the misclosure limit, number of usable
+    matches), triangulated block by block of rows."""
+    out, used = [[], [], [], []], 0
     for row0 in range(0, ref.rows, BLOCK_ROWS):
         _check(is_canceled)
         n = min(BLOCK_ROWS, ref.rows - row0)
         r2, c2, cert = (ds.GetRasterBand(b).ReadAsArray(0, row0, ref.cols, n) for b in (1, 2, 3))
         with np.errstate(invalid="ignore"):
             rows, cols = np.nonzero(np.isfinite(r2) & np.isfinite(c2) & (cert >= threshold))
-        if rows.size:
-            lon, lat, h, res = triangulate(ref, rows + float(row0), cols.astype(np.float64), sec,
-                                           r2[rows, cols], c2[rows, cols])
-            keep = res <= 2 * max_residual
-            for acc, a, dtype in zip(out, (lon, lat, h, res), (np.float64, np.float64, np.float32, np.float32)):
-                acc.append(a[keep].astype(dtype))
+        used += rows.size
+        lon, lat, h, res = triangulate(ref, rows + float(row0), cols.astype(np.float64), sec,
+                                       r2[rows, cols], c2[rows, cols])
+        with np.errstate(invalid="ignore"):
+            keep = np.isfinite(h) & (res <= max_residual)
+        for acc, a, dtype in zip(out, (lon, lat, h, res), (np.float64, np.float64, np.float32, np.float32)):
+            acc.append(a[keep].astype(dtype))
         if progress:
             progress(0.8 * (row0 + n) / ref.rows)
-    if not out[0]:
-        raise GeometryError(located(ds.GetDescription(), "bands 1-3", "holds no match at or above the certainty "
-                                                                      "threshold; lower CERTAINTY_THRESHOLD or "
-                                                                      "check the matching step"))
-    return tuple(np.concatenate(a) for a in out)
+    return tuple(np.concatenate(a) for a in out), used
 
 
 def grid_points(cell, h, residual, n_cells):
@@ -326,7 +324,7 @@ def _output_crs(user_crs, ref, sec, height):
         return utm_crs(*_centre(ref, height))
     try:
         crs = CRS.from_user_input(user_crs)
-    except Exception as exc:  # pyproj raises CRSError; its text is the useful part
+    except CRSError as exc:
         raise GeometryError(located("elevation", "CRS", f"{user_crs!r} is not a CRS ({exc})")) from None
     unit = crs.axis_info[0].unit_name if crs.axis_info else ""
     if not crs.is_projected or unit not in ("metre", "meter"):

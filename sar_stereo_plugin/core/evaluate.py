@@ -82,10 +82,7 @@ def reference_on_grid(reference_dem, dem_ds, field="REFERENCE_DEM"):
                         outputBounds=_bounds(dem_ds.GetGeoTransform(), rows, cols), dstNodata=float("nan"))
     except RuntimeError as exc:
         raise RasterError(f"{reference_dem}: field '{field}': cannot be resampled onto the DEM's grid ({exc})") from None
-    heights = out.GetRasterBand(1).ReadAsArray()
-    nodata = src.GetRasterBand(1).GetNoDataValue()
-    if nodata is not None and np.isfinite(nodata):
-        heights[heights == nodata] = np.nan
+    heights = out.GetRasterBand(1).ReadAsArray()  # the source's nodata is honoured by the warp
     if not np.isfinite(heights).any():
         raise RasterError(f"{reference_dem}: field '{field}': does not overlap the DEM {dem_ds.GetDescription()}; "
                           "give a reference DEM covering the scene")

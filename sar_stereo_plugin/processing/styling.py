@@ -72,18 +72,8 @@ def certainty(layer, context=None):
     layer.triggerRepaint()
 
 
-# Elevation products: style, display limits from the data, and order inside the run's group
-# (top first). The ramps in their .qml files are stored on 0..1 (-1..1 for the error) and
-# stretched here, so each run is drawn over its own range; the error's limits are symmetric.
-ELEVATION_STYLES = {
-    "error": (lambda path: _symmetric(path), 0, False),
-    "uncertainty": (lambda path: _from_zero(path), 1, False),
-    "count": (lambda path: _from_zero(path), 2, False),
-    "dem": (lambda path: band_limits(path, [2, 98]), 3, True),
-}
-HILLSHADE_ORDER = 4
-
-
+# Elevation products. Their .qml ramps are stored on 0..1 (-1..1 for the error) and stretched to
+# each run's data, the error's symmetrically about zero.
 def band_limits(path, percentiles, absolute=False):
     from ..core.raster import band_percentiles
     return band_percentiles(path, percentiles, absolute) or [0.0, 1.0]
@@ -96,6 +86,12 @@ def _symmetric(path):
 
 def _from_zero(path):
     return 0.0, max(band_limits(path, [98])[0], 1e-3)
+
+
+LIMITS = {"error": _symmetric, "uncertainty": _from_zero, "count": _from_zero,
+          "dem": lambda path: band_limits(path, [2, 98])}
+ORDER = ("error", "uncertainty", "count", "dem", "hillshade")  # top to bottom in a run's group
+VISIBLE = ("dem", "hillshade")  # the others start unticked
 
 
 def stretch_ramp(layer, low, high):
@@ -134,27 +130,22 @@ class RunGroup:
         node = root.findLayer(layer.id())
         if node is None:
             project.addMapLayer(layer, False)
-        self._insert(layer, ELEVATION_STYLES[kind][1] if kind in ELEVATION_STYLES else HILLSHADE_ORDER,
-                     ELEVATION_STYLES.get(kind, (None, None, True))[2])
+        order = ORDER.index(kind)
+        at = sum(1 for child in self.group.children() if child.customProperty("sarstereo/order", 99) < order)
+        inserted = self.group.insertLayer(at, layer)
+        inserted.setCustomProperty("sarstereo/order", order)
+        inserted.setItemVisibilityChecked(kind in VISIBLE)
         if node is not None:
             node.parent().removeChildNode(node)
-
-    def _insert(self, layer, order, visible):
-        at = sum(1 for child in self.group.children() if child.customProperty("sarstereo/order", 99) < order)
-        node = self.group.insertLayer(at, layer)
-        node.setCustomProperty("sarstereo/order", order)
-        node.setItemVisibilityChecked(visible)
 
 
 def elevation_style(group, kind):
     """A styler for an elevation product of ``kind`` (dem, error, uncertainty, count): its .qml,
     stretched to the data, placed in the run's group; a DEM also gets a hillshade layer beneath."""
-    limits = ELEVATION_STYLES[kind][0]
-
     def apply(layer, context):
         path = layer.source()
         layer.loadNamedStyle(str(STYLES / f"{kind}.qml"))
-        stretch_ramp(layer, *limits(path))
+        stretch_ramp(layer, *LIMITS[kind](path))
         group.add(layer, kind, context)
         if kind == "dem":
             shade = QgsRasterLayer(path, f"{layer.name()} hillshade")

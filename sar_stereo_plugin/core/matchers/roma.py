@@ -49,7 +49,8 @@ WEIGHT_URLS = {
 }
 PLUGIN_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 _WHAT = {ROMA_FILE: "a RoMa outdoor checkpoint (roma_outdoor.pth, or one fine-tuned by this plugin)",
-         DINOV2_FILE: "the DINOv2 ViT-L/14 checkpoint (dinov2_vitl14_pretrain.pth)"}
+         DINOV2_FILE: "the DINOv2 ViT-L/14 checkpoint (dinov2_vitl14_pretrain.pth)",
+         "light_sar.pth": "light_sar.pth weights of the light matcher"}
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 _PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 _BUILD_LOCK = threading.Lock()

@@ -5,8 +5,9 @@ Usage: .venv/bin/python scripts/compare_matchers.py [--matchers poc light] [--ou
 
 Scenes: the `make demo` pair (embedded Jacksboro DEM, default flight design) and a pair over the South
 Glacier DEM (Yukon, 20 m, UTM), which `scripts/train_light.py` withholds from training. For each
-matcher, through the same patch engine and settings: matching accuracy at 1/3/5/10 px and coverage
-against the simulator's ground truth (`core.evaluate.evaluate_matches`), then the DEM made from the
+matcher, through the same patch engine and height prior (+-300 m) with the matcher's own patch
+geometry (what a user gets by default; ``--patch-size``/``--overlap`` impose one on all): matching
+accuracy at 1/3/5/10 px and coverage against the simulator's ground truth (`core.evaluate.evaluate_matches`), then the DEM made from the
 matches (`core.elevation.generate_elevation`) against the DEM the pair was simulated from
 (`core.evaluate.evaluate_dem`): share of cells within 1/2/5/10/20 m, median absolute error and
 coverage. Prints a Markdown table and writes it, with every figure, to <out>/compare.json.
@@ -50,23 +51,26 @@ def evaluate(paths, folder, name, settings):
     from sar_stereo_plugin.core.matchers import create_matcher
     from sar_stereo_plugin.core.patches import match_pair
     matches, dem = folder / f"matches_{name}.tif", folder / f"dem_{name}.tif"
+    matcher = create_matcher(name)
     start = time.perf_counter()
-    match_pair(paths["reference"], paths["secondary"], matches, create_matcher(name), settings)
+    match_pair(paths["reference"], paths["secondary"], matches, matcher, settings)
     seconds = time.perf_counter() - start
     matching = evaluate_matches(matches, paths["truth"])
     generate_elevation(matches, dem)
     elevation = evaluate_dem(dem, paths["source_dem"], report=folder / f"dem_{name}.json")
-    return {"matching": matching, "elevation": elevation, "matching_seconds": seconds}
+    used = settings.for_matcher(matcher)
+    return {"matching": matching, "elevation": elevation, "matching_seconds": seconds,
+            "patches": f"{used.patch_size}/{used.overlap}", "matcher": matcher.describe()}
 
 
 def table(results):
-    head = ("| scene | matcher | acc 1 px | 3 px | 5 px | 10 px | match coverage | DEM within 1 m | 2 m | 5 m "
+    head = ("| scene | matcher | patch/overlap | acc 1 px | 3 px | 5 px | 10 px | match coverage | DEM within 1 m | 2 m | 5 m "
             "| 10 m | 20 m | median abs error | DEM coverage | matching time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for scene, by_matcher in results.items():
         for name, r in by_matcher.items():
             m, e = r["matching"], r["elevation"]
-            lines.append(f"| {scene} | {name} | " + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3 5 10".split())
+            lines.append(f"| {scene} | {name} | {r['patches']} | " + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3 5 10".split())
                          + f" | {m['coverage']:.3f} | "
                          + " | ".join(f"{e['fraction_within_m'][t]:.3f}" for t in "1 2 5 10 20".split())
                          + f" | {e['median_abs_error_m']:.2f} m | {e['coverage']:.3f} | {r['matching_seconds']:.0f} s |")
@@ -77,10 +81,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--matchers", nargs="+", default=["poc", "light"])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "compare")
-    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--patch-size", type=int, help="for every matcher (default: each matcher's own)")
+    parser.add_argument("--overlap", type=int, help="for every matcher (default: each matcher's own)")
     args = parser.parse_args()
     from sar_stereo_plugin.core.patches import MatchSettings
-    settings = MatchSettings(patch_size=args.patch_size, overlap=32, height_uncertainty_m=300.0)
+    settings = MatchSettings(patch_size=args.patch_size, overlap=args.overlap, height_uncertainty_m=300.0)
     results = {}
     for scene, (dem, flight) in scenes().items():
         folder = args.out / scene.split()[0].lower()

@@ -60,6 +60,7 @@ class _Oracle:
 
     name = "oracle"
     batch_size = 3
+    patch_size, overlap = 512, 64  # the Matcher protocol's defaults
 
     def __init__(self, ground_truth, offset=(0.0, 0.0), certainty=1.0):
         from osgeo import gdal

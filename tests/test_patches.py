@@ -1,6 +1,8 @@
 """The patch engine: exact cutting, mapping and merging (proved with an oracle matcher), the
 match raster contract, and bad inputs."""
 
+import json
+
 import numpy as np
 import pytest
 from osgeo import gdal
@@ -41,6 +43,23 @@ def test_oracle_mosaic_reproduces_ground_truth(alpine_pair, oracle, tmp_path, pa
     assert not np.isfinite(match[0][~valid]).any()  # nothing invented
     assert result.outside_patches == result.nodata_patches == 0 and result.matched_patches >= result.patches - 2
     assert result.matched_fraction == pytest.approx(valid.mean(), abs=1e-3)
+
+
+def test_patch_geometry_defaults_to_the_matchers_own(alpine_pair, oracle, tmp_path):
+    """Left unset, patch size and overlap are the matcher's (light: 256/64, what it was trained
+    on); given, they win. The 300-pixel image holds 3 x 3 patches of 128 every 88 pixels."""
+    from sar_stereo_plugin.core.patches import MATCHING_ITEM
+    paths, _ = alpine_pair
+    matcher = oracle(paths["ground_truth"])
+    matcher.patch_size, matcher.overlap = 128, 40
+    result = match_pair(paths["reference"], paths["secondary"], tmp_path / "own.tif", matcher, _covering(paths))
+    used = json.loads(gdal.Open(str(tmp_path / "own.tif")).GetMetadataItem(MATCHING_ITEM))["settings"]
+    assert (result.patches, used["patch_size"], used["overlap"]) == (9, 128, 40)
+    result = match_pair(paths["reference"], paths["secondary"], tmp_path / "given.tif", matcher,
+                        _covering(paths, patch_size=150, overlap=0))
+    assert result.patches == 4
+    from sar_stereo_plugin.core.matchers.light import LightMatcher
+    assert (LightMatcher.patch_size, LightMatcher.overlap) == (256, 64)
 
 
 def test_window_follows_height_uncertainty(alpine_pair, oracle, tmp_path):

@@ -15,7 +15,7 @@ over that distance.
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.ndimage import map_coordinates
@@ -34,14 +34,24 @@ MIN_PATCH = 16
 
 @dataclass(frozen=True)
 class MatchSettings:
-    """The tunables of :func:`match_pair` (what the QGIS algorithm exposes)."""
+    """The tunables of :func:`match_pair` (what the QGIS algorithm exposes). ``patch_size`` and
+    ``overlap`` left at None take the matcher's own (:meth:`for_matcher`)."""
 
-    patch_size: int = 512
-    overlap: int = 64
+    patch_size: int = None
+    overlap: int = None
     height_prior: float = None  # metres above the ellipsoid; None: the reference's GCP height, else 0
     height_uncertainty_m: float = 300.0  # the truth lies within prior +- this
 
+    def for_matcher(self, matcher):
+        """These settings with the patch geometry the matcher was made for where none is given
+        (POC and RoMa 512/64 pixels, light 256/64: the patch size it was trained on)."""
+        return replace(self, patch_size=matcher.patch_size if self.patch_size is None else self.patch_size,
+                       overlap=matcher.overlap if self.overlap is None else self.overlap)
+
     def validate(self):
+        if self.patch_size is None or self.overlap is None:
+            raise GeometryError(located("matching", "PATCH_SIZE", "no patch size or overlap: resolve the settings "
+                                                                  "with MatchSettings.for_matcher first"))
         if not MIN_PATCH <= int(self.patch_size) <= 8192:
             raise GeometryError(located("matching", "PATCH_SIZE", f"{self.patch_size}; give {MIN_PATCH}..8192 pixels"))
         if not 0 <= int(self.overlap) < int(self.patch_size):
@@ -238,10 +248,9 @@ class PatchPlan:
             yield r0, [(job, _cut(job, strip, self.sec_ds, self.prior, self.size)) for job in jobs if job.r0 == r0]
 
 
-def plan_pair(reference, secondary, settings=None, *, prior_dem=None, reference_model=None, secondary_model=None):
-    """The :class:`PatchPlan` of a pair (arguments as :func:`match_pair`'s). Raises
-    :class:`GeometryError` when no patch lands in the secondary image."""
-    settings = settings or MatchSettings()
+def plan_pair(reference, secondary, settings, *, prior_dem=None, reference_model=None, secondary_model=None):
+    """The :class:`PatchPlan` of a pair (arguments as :func:`match_pair`'s, the patch geometry
+    given). Raises :class:`GeometryError` when no patch lands in the secondary image."""
     settings.validate()
     ref_model, sec_model, (ref_ds, sec_ds) = _open_pair(reference, secondary, reference_model, secondary_model)
     dem = None
@@ -275,7 +284,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
     :class:`MatchingCanceled` on cancel; nothing is written then, or on any error.
     """
     start = time.perf_counter()
-    settings = settings or MatchSettings()
+    settings = (settings or MatchSettings()).for_matcher(matcher)
     plan = plan_pair(reference, secondary, settings, prior_dem=prior_dem, reference_model=reference_model,
                      secondary_model=secondary_model)
     ref_model, sec_model, jobs, dem, height, size = (plan.ref_model, plan.sec_model, plan.jobs, plan.dem,

@@ -62,10 +62,12 @@ class PatchMatch:
 
 class Matcher:
     """Base of every backend. ``match`` takes a list of pairs (at most ``batch_size``, all of
-    any size) and returns one :class:`PatchMatch` per pair, in order."""
+    any size) and returns one :class:`PatchMatch` per pair, in order. ``patch_size`` and
+    ``overlap``: the patch geometry the backend is made for, used where the caller gives none."""
 
     name = "matcher"
     batch_size = 1
+    patch_size, overlap = 512, 64
 
     def match(self, pairs):
         raise NotImplementedError

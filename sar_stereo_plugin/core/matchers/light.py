@@ -14,6 +14,13 @@ about their native resolution (XFeat's features are not scale invariant; SAR pai
 share their pixel size); above ``max_side`` pixels both are scaled down by the same factor, which
 bounds the correlation volume (memory grows with the product of both images' areas).
 
+Test-time flips (``flips=True``, the default): the network also sees the pair mirrored left-right,
+upside-down and both (training flips pairs the same way, :func:`..training.finetune`), each answer
+is mirrored back, and the four warps are combined per pixel by their median (the mean of the middle
+two), the certainties by their mean. Four forwards instead of one; on the compare pairs
+(``make compare``) it took the share within 1 px from 0.60 to 0.68 and the DEM's median error from
+4.96 to 4.45 m (README, "Learning"). Mirroring both images of a pair mirrors the answer (to float rounding).
+
 Output: the finest (1/4) flow and certainty logits, sampled bilinearly at every reference pixel
 centre and turned into window pixels with romatch's convention (see :mod:`.roma`): normalised
 ``x = (2c + 1)/w - 1``. Resizing does not change normalised coordinates, so the result refers
@@ -227,21 +234,23 @@ class LightMatcher(Matcher):
     ``weights``: a path or state dict (see :func:`read_light_checkpoint`); ``weights_dir``: a
     folder holding ``light_sar.pth``; ``device``: auto, cpu, cuda or cuda:N; ``batch_size``: pairs
     per forward, halved on CUDA out-of-memory; ``max_side``: largest image side fed to the
-    network (both images scale down alike beyond it); ``model``: an already built TinyRoMa (e.g.
-    one being fine-tuned) used instead of loading weights. ``forward_seconds`` accumulates the
+    network (both images scale down alike beyond it); ``flips``: test-time flips (module doc);
+    ``model``: an already built TinyRoMa (e.g. one being fine-tuned) used instead of loading weights. ``forward_seconds`` accumulates the
     time spent inside the network.
     """
 
     name = "light"
-    OPTIONS = ("weights", "weights_dir", "device", "batch_size", "max_side", "model")
+    patch_size, overlap = 256, 64  # trained on 256-pixel patches: at 512 it finds 84 % within 3 px instead of 94 %
+    OPTIONS = ("weights", "weights_dir", "device", "batch_size", "max_side", "flips", "model")
 
-    def __init__(self, weights=None, weights_dir=None, device="auto", batch_size=4, max_side=1024, model=None):
+    def __init__(self, weights=None, weights_dir=None, device="auto", batch_size=4, max_side=1024, flips=True,
+                 model=None):
         _parse_device(device)
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise MatcherUnavailable(located(None, "BATCH_SIZE", f"{batch_size!r} is not a positive integer"))
         if isinstance(max_side, bool) or not 64 <= int(max_side) <= 8192:
             raise MatcherUnavailable(located(None, "MAX_SIDE", f"{max_side!r}; give 64..8192 pixels"))
-        self.batch_size, self.max_side = int(batch_size), int(max_side)
+        self.batch_size, self.max_side, self.flips = int(batch_size), int(max_side), bool(flips)
         self._torch = torch = _import_light()[0]
         self.device = _resolve_device(torch, device)
         self.forward_seconds = 0.0
@@ -255,7 +264,7 @@ class LightMatcher(Matcher):
 
     def describe(self):
         return (f"light (TinyRoMa on XFeat) on {self.device}, max side {self.max_side}, batch {self.batch_size}, "
-                f"weights {self.weights}")
+                f"{'test-time flips, ' if self.flips else ''}weights {self.weights}")
 
     def match(self, pairs):
         pairs, out = list(pairs), []
@@ -272,11 +281,6 @@ class LightMatcher(Matcher):
             self._torch.cuda.empty_cache()
         return out
 
-    def forward(self, references, secondaries):
-        """The network's per-scale output (romatch's dict) for lists of amplitude patches."""
-        im_a, im_b = prepare_batch(self._torch, references, secondaries, self.device, self.max_side)
-        return self.model({"im_A": im_a, "im_B": im_b})
-
     def _match_batch(self, pairs):
         torch = self._torch
         was_training = self.model.training
@@ -284,14 +288,33 @@ class LightMatcher(Matcher):
         try:
             with torch.inference_mode():
                 start = time.perf_counter()
-                finest = self.forward([p.reference for p in pairs], [p.secondary for p in pairs])[4]
-                field = torch.cat((finest["flow"], finest["certainty"].sigmoid()), 1).float()
+                field = self._field([p.reference for p in pairs], [p.secondary for p in pairs])
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self.forward_seconds += time.perf_counter() - start
                 return [self._sample(pair, field[k:k + 1]) for k, pair in enumerate(pairs)]
         finally:
             self.model.train(was_training)
+
+    def _field(self, references, secondaries):
+        """(B, 3, h', w'): normalised flow and certainty in [0, 1], on the network's finest grid;
+        with ``flips`` the median warp of the four mirrored views (module doc)."""
+        torch = self._torch
+        im_a, im_b = prepare_batch(torch, references, secondaries, self.device, self.max_side)
+        flows, certainties = [], []
+        for dims in (((), (3,), (2,), (2, 3)) if self.flips else ((),)):
+            finest = self.model({"im_A": im_a.flip(dims), "im_B": im_b.flip(dims)} if dims else
+                                {"im_A": im_a, "im_B": im_b})[4]
+            flow, certainty = finest["flow"].float(), finest["certainty"].float().sigmoid()
+            if dims:  # back to the pair's own orientation: mirrored grid, mirrored coordinate
+                sign = flow.new_tensor([-1.0 if 3 in dims else 1.0, -1.0 if 2 in dims else 1.0])
+                flow, certainty = flow.flip(dims) * sign[None, :, None, None], certainty.flip(dims)
+            flows.append(flow)
+            certainties.append(certainty)
+        if len(flows) == 1:
+            return torch.cat((flows[0], certainties[0]), 1)
+        middle = torch.stack(flows).sort(0).values[1:3].mean(0)
+        return torch.cat((middle, torch.stack(certainties).mean(0)), 1)
 
     def _sample(self, pair, field):
         """(1, 3, h', w') flow + certainty -> PatchMatch at the reference's pixel centres."""

@@ -11,7 +11,8 @@ samples, see :mod:`.dataset`) and writes into ``output_dir``:
 * the deployable weights: ``light_sar.pth`` (light; :mod:`..matchers.light` format) or
   ``roma_finetuned.pth`` (RoMa; the layout of ``roma_outdoor.pth``, DINOv2 stays the original).
 * ``log.json``: config, the training loss every ``log_every`` steps, and after each epoch the
-  validation accuracy at 1/3/5/10 px (secondary-window pixels) on the ``val`` split.
+  validation accuracy at 1/3/5/10 px (secondary-window pixels) on the ``val`` split (the light
+  network's single view: the matcher's test-time flips would cost four forwards per pair).
 
 Recipe (romatch's training scripts): AdamW, weight decay 0.01, learning rates given per 8 images
 and scaled by the global batch (``batch_size`` x processes): RoMa decoder 1e-4, CNN encoder 5e-6
@@ -223,7 +224,7 @@ class _Light:
         if state is None and weights is not None:
             state, where = read_light_checkpoint(weights)
         self.model = build_light_model(state, device, source=where)
-        self.matcher = LightMatcher(model=self.model, device=str(device), batch_size=batch_size)
+        self.matcher = LightMatcher(model=self.model, device=str(device), batch_size=batch_size, flips=False)
         self.torch = torch
 
     def groups(self):

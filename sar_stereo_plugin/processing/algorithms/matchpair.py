@@ -68,10 +68,11 @@ class MatchPair(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
         self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher", options=list(MATCHERS),
                                                      defaultValue=0))
-        self.addParameter(number(self.PATCH_SIZE, "Patch size (reference pixels)", number.Integer,
-                                 defaultValue=512, minValue=16, maxValue=8192))
-        self.addParameter(number(self.OVERLAP, "Patch overlap (pixels)", number.Integer, defaultValue=64,
-                                 minValue=0))
+        self.addParameter(number(self.PATCH_SIZE, "Patch size (reference pixels; empty: the matcher's own, 512 for "
+                                                  "POC and RoMa, 256 for light)", number.Integer,
+                                 optional=True, minValue=16, maxValue=8192))
+        self.addParameter(number(self.OVERLAP, "Patch overlap (pixels; empty: the matcher's own, 64)", number.Integer,
+                                 optional=True, minValue=0))
         self.addParameter(number(self.HEIGHT_PRIOR, "Height prior (m above the ellipsoid; empty: the prior DEM's "
                                                     "median, else the reference's GCP height, else 0)",
                                  number.Double, optional=True))
@@ -113,7 +114,8 @@ class MatchPair(QgsProcessingAlgorithm):
                  for key in (self.REFERENCE, self.SECONDARY)}
         dem_layer = self.parameterAsRasterLayer(parameters, self.PRIOR_DEM, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        given = {key: parameters.get(key) not in (None, "") for key in (self.HEIGHT_PRIOR, self.BATCH_SIZE)}
+        given = {key: parameters.get(key) not in (None, "")
+                 for key in (self.HEIGHT_PRIOR, self.BATCH_SIZE, self.PATCH_SIZE, self.OVERLAP)}
         options = {
             "grid_step": self.parameterAsInt(parameters, self.GRID_STEP, context),
             "weights": self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
@@ -128,8 +130,8 @@ class MatchPair(QgsProcessingAlgorithm):
         if given[self.BATCH_SIZE]:
             options["batch_size"] = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
         settings = MatchSettings(
-            patch_size=self.parameterAsInt(parameters, self.PATCH_SIZE, context),
-            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            patch_size=self.parameterAsInt(parameters, self.PATCH_SIZE, context) if given[self.PATCH_SIZE] else None,
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context) if given[self.OVERLAP] else None,
             height_prior=(self.parameterAsDouble(parameters, self.HEIGHT_PRIOR, context)
                           if given[self.HEIGHT_PRIOR] else None),
             height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context))

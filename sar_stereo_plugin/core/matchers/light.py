@@ -17,9 +17,9 @@ bounds the correlation volume (memory grows with the product of both images' are
 Test-time flips (``flips=True``, the default): the network also sees the pair mirrored left-right,
 upside-down and both (training flips pairs the same way, :func:`..training.finetune`), each answer
 is mirrored back, and the four warps are combined per pixel by their median (the mean of the middle
-two), the certainties by their mean. Four forwards instead of one; on the compare pairs
-(``make compare``) it took the share within 1 px from 0.60 to 0.68 and the DEM's median error from
-4.96 to 4.45 m (README, "Learning"). Mirroring both images of a pair mirrors the answer (to float rounding).
+two), the certainties by their mean. Four forwards instead of one; on the demo pair (``make
+compare``) it took the share within 1 px from 0.60 to 0.68 and the DEM's median error from 4.96 to
+4.45 m (README, "Learning"). Mirroring both images of a pair mirrors the answer (to float rounding).
 
 Geometry: the global matching (the soft-argmax over XFeat's 1/8 correlations) only weighs
 secondary positions within ``search_px`` + ``PRIOR_MARGIN_PX`` window pixels of where the height
@@ -262,8 +262,8 @@ class LightMatcher(Matcher):
     folder holding ``light_sar.pth``; ``device``: auto, cpu, cuda or cuda:N; ``batch_size``: pairs
     per forward, halved on CUDA out-of-memory; ``max_side``: largest image side fed to the
     network (both images scale down alike beyond it); ``flips``: test-time flips (module doc);
-    ``model``: an already built TinyRoMa (e.g. one being fine-tuned) used instead of loading weights. ``forward_seconds`` accumulates the
-    time spent inside the network.
+    ``model``: an already built TinyRoMa (e.g. one being fine-tuned) used instead of loading
+    weights. ``forward_seconds`` accumulates the time spent inside the network.
     """
 
     name = "light"
@@ -330,17 +330,18 @@ class LightMatcher(Matcher):
         torch = self._torch
         im_a, im_b = prepare_batch(torch, [p.reference for p in pairs], [p.secondary for p in pairs], self.device,
                                    self.max_side)
-        allowed = prior_cells(torch, pairs, im_a.shape[-2:], im_b.shape[-2:], self.device)
+        held = hasattr(self.model, "allowed")  # a PriorTinyRoMa (not a stand-in network)
+        allowed = prior_cells(torch, pairs, im_a.shape[-2:], im_b.shape[-2:], self.device) if held else None
         flows, certainties = [], []
         for dims in (((), (3,), (2,), (2, 3)) if self.flips else ((),)):
-            if allowed is not None and hasattr(self.model, "allowed"):  # mirrored views: mirror both cell grids
+            if allowed is not None:  # a mirrored view: mirror both cell grids of the mask too
                 cells = [d for d, axis in ((2, 3), (4, 3), (1, 2), (3, 2)) if axis in dims]
                 self.model.allowed = allowed.flip(cells) if cells else allowed
             try:
                 finest = self.model({"im_A": im_a.flip(dims), "im_B": im_b.flip(dims)} if dims else
                                     {"im_A": im_a, "im_B": im_b})[4]
             finally:
-                if hasattr(self.model, "allowed"):
+                if held:
                     self.model.allowed = None
             flow, certainty = finest["flow"].float(), finest["certainty"].float().sigmoid()
             if dims:  # back to the pair's own orientation: mirrored grid, mirrored coordinate

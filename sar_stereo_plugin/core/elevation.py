@@ -180,7 +180,7 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     h = h - (slope_east[cell] * east + slope_north[cell] * north)
     dem, count, uncertainty = grid_points(cell, h, res, grid.rows * grid.cols)
     dem, count, uncertainty = (a.reshape(grid.rows, grid.cols) for a in (dem, count, uncertainty))
-    filled = fill_small_holes(dem, settings.fill_distance_cells)
+    filled = fillable_gaps(dem, settings.fill_distance_cells)
     uncertainty = np.where(filled, _fill(uncertainty, settings.fill_distance_cells), uncertainty)
     dem = np.where(filled, _fill(dem, settings.fill_distance_cells), dem)
     _check(is_canceled)
@@ -262,19 +262,19 @@ def grid_points(cell, h, residual, n_cells):
     return dem, count, uncertainty
 
 
-def fill_small_holes(dem, max_distance):
-    """Mask of the nodata cells to fill: holes (nodata regions not touching the border) whose every
-    cell lies within ``max_distance`` cells of a cell with data."""
+def fillable_gaps(dem, max_distance):
+    """Mask of the nodata cells to fill: those that no disk of nodata with a radius of
+    ``max_distance`` cells covers (the morphological closing of the data mask). Holes, and gaps,
+    bays and stripes up to 2 x ``max_distance`` + 1 cells wide are filled whether or not they reach
+    the edge of the data (slopes facing the radar are sampled more coarsely than the grid and leave
+    such stripes); wider nodata areas, the area outside the images among them, stay."""
     hole = np.isnan(dem)
-    if not max_distance or not hole.any() or hole.all():
+    d = int(max_distance)
+    if not d or not hole.any() or hole.all():
         return np.zeros(dem.shape, bool)
-    labels, n = ndimage.label(hole)
-    border = np.unique(np.r_[labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    distance = ndimage.distance_transform_edt(hole)
-    farthest = ndimage.maximum(distance, labels, np.arange(1, n + 1))
-    fill = np.r_[False, farthest <= max_distance]
-    fill[border] = False
-    return fill[labels]
+    disk = np.hypot(*np.mgrid[-d:d + 1, -d:d + 1]) <= d
+    closed = ndimage.binary_closing(np.pad(~hole, d + 1), structure=disk)  # beyond the grid: nodata
+    return closed[d + 1:-d - 1, d + 1:-d - 1] & hole
 
 
 def _fill(values, max_distance):
@@ -353,21 +353,61 @@ def _grid_around(x, y, resolution, crs):
     return Grid(x0, y0, resolution, rows, cols, crs.to_wkt())
 
 
-def imaged_area(dem_ds, heights):
-    """Cells of a DEM made here whose ground point (at ``heights``, e.g. a reference DEM on the same
-    grid) falls inside both images, from the sensor models embedded in the DEM; None for DEMs
-    without them."""
+def dem_pair_models(dem_ds):
+    """(reference, secondary) sensor models embedded in a DEM made here; None for other DEMs."""
     if not dem_ds.GetMetadataItem(SENSOR_ITEM) or not dem_ds.GetMetadataItem(SECONDARY_SENSOR_ITEM):
         return None
-    ref, sec = read_pair_models(dem_ds.GetDescription())
-    gt, (rows, cols) = dem_ds.GetGeoTransform(), heights.shape
-    x = gt[0] + (np.arange(cols) + 0.5) * gt[1]
-    y = gt[3] + (np.arange(rows) + 0.5) * gt[5]
-    lon, lat = Transformer.from_crs(CRS.from_wkt(dem_ds.GetProjection()), "EPSG:4326",
-                                    always_xy=True).transform(*np.meshgrid(x, y))
+    return read_pair_models(dem_ds.GetDescription())
+
+
+def footprint_grid(models, geotransform, wkt, shape, heights):
+    """(geotransform, rows, cols, row0, col0): a north-up grid extended, cell for cell, until it
+    covers the ground both images of a pair see (the intersection of their bounding boxes: every
+    image border pixel at the low and the high end of ``heights``, their 0.5 and 99.5
+    percentiles, one cell beyond), and where the given grid starts in it. A DEM's coverage is
+    judged on it, so that a DEM whose grid stops short of the imaged ground is not spared the
+    cells it left out."""
+    res_x, res_y = geotransform[1], -geotransform[5]
+    finite = heights[np.isfinite(heights)]
+    finite = np.percentile(finite, [0.5, 99.5]) if finite.size else np.zeros(1)
+    to_map = Transformer.from_crs("EPSG:4326", CRS.from_wkt(wkt), always_xy=True)
+    seen = []  # each image's bounding box on the ground; the pair sees their intersection
+    for model in models:
+        edge_r = np.r_[np.arange(0, model.rows, 16), model.rows - 1].astype(np.float64)
+        edge_c = np.r_[np.arange(0, model.cols, 16), model.cols - 1].astype(np.float64)
+        rows = np.r_[edge_r, edge_r, np.zeros_like(edge_c), np.full_like(edge_c, model.rows - 1)]
+        cols = np.r_[np.zeros_like(edge_r), np.full_like(edge_r, model.cols - 1), edge_c, edge_c]
+        lon, lat, _ = model.rdr2geo(np.tile(rows, finite.size), np.tile(cols, finite.size),
+                                    height=np.repeat(finite, rows.size))
+        x, y = to_map.transform(lon, lat)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.any():
+            seen.append(([x[ok].min(), y[ok].min()], [x[ok].max(), y[ok].max()]))
+    lows = np.minimum(np.max([lo for lo, _ in seen], 0) if seen else np.inf,
+                      [geotransform[0], geotransform[3] - shape[0] * res_y])
+    highs = np.maximum(np.min([hi for _, hi in seen], 0) if seen else -np.inf,
+                       [geotransform[0] + shape[1] * res_x, geotransform[3]])
+    col0 = int(math.ceil((geotransform[0] - lows[0]) / res_x - 1e-9)) + 1
+    row0 = int(math.ceil((highs[1] - geotransform[3]) / res_y - 1e-9)) + 1
+    cols = col0 + int(math.ceil((highs[0] - geotransform[0]) / res_x - 1e-9)) + 1
+    rows = row0 + int(math.ceil((geotransform[3] - lows[1]) / res_y - 1e-9)) + 1
+    if rows * cols > MAX_CELLS:
+        raise GeometryError(located("evaluation", "DEM", f"the imaged ground needs a {rows} x {cols} grid at "
+                                                         f"{res_x:g} m; evaluate a coarser DEM"))
+    gt = (geotransform[0] - col0 * res_x, res_x, 0.0, geotransform[3] + row0 * res_y, 0.0, -res_y)
+    return gt, rows, cols, row0, col0
+
+
+def imaged_area(models, geotransform, wkt, heights):
+    """Cells of a north-up grid whose ground point (at ``heights``, e.g. a reference DEM on that
+    grid) falls inside both images of a pair (``models``: reference and secondary)."""
+    rows, cols = heights.shape
+    x = geotransform[0] + (np.arange(cols) + 0.5) * geotransform[1]
+    y = geotransform[3] + (np.arange(rows) + 0.5) * geotransform[5]
+    lon, lat = Transformer.from_crs(CRS.from_wkt(wkt), "EPSG:4326", always_xy=True).transform(*np.meshgrid(x, y))
     area = np.isfinite(heights)
-    for model in (ref, sec):
-        r, c = model.geo2rdr(lon, lat, heights)
+    for model in models:
+        r, c = model.geo2rdr(lon, lat, heights, look_side_only=True)
         with np.errstate(invalid="ignore"):
             area &= (r >= -0.5) & (r <= model.rows - 0.5) & (c >= -0.5) & (c <= model.cols - 0.5)
     return area

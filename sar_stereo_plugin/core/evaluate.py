@@ -66,8 +66,9 @@ def evaluate_matches(matches, ground_truth, certainty_threshold=0.0):
 DEM_THRESHOLDS_M = (1, 2, 5, 10, 20)
 
 
-def reference_on_grid(reference_dem, dem_ds, field="REFERENCE_DEM"):
+def reference_on_grid(reference_dem, dem_ds, field="REFERENCE_DEM", grid=None):
     """The reference DEM resampled (bilinear) onto a DEM's grid, whatever its CRS; NaN outside it.
+    ``grid``: (geotransform, rows, cols) of another grid in the DEM's CRS to resample onto.
 
     Heights are taken as they are: give the reference above the WGS84 ellipsoid, as the DEM is.
     """
@@ -75,11 +76,12 @@ def reference_on_grid(reference_dem, dem_ds, field="REFERENCE_DEM"):
     if not src.GetProjection():
         raise RasterError(f"{reference_dem}: field '{field}': the reference DEM has no CRS; assign one "
                           "(gdal_edit.py -a_srs) and run again")
-    rows, cols = dem_ds.RasterYSize, dem_ds.RasterXSize
+    gt, rows, cols = grid or (dem_ds.GetGeoTransform(), dem_ds.RasterYSize, dem_ds.RasterXSize)
     try:
         out = gdal.Warp("", src, format="MEM", outputType=gdal.GDT_Float32, resampleAlg="bilinear",
                         dstSRS=dem_ds.GetProjection(), width=cols, height=rows,
-                        outputBounds=_bounds(dem_ds.GetGeoTransform(), rows, cols), dstNodata=float("nan"))
+                        outputBounds=_bounds(gt, rows, cols), dstNodata=float("nan"),
+                        errorThreshold=0.0)  # exact transforms: the same cell, the same height on any grid
     except RuntimeError as exc:
         raise RasterError(f"{reference_dem}: field '{field}': cannot be resampled onto the DEM's grid ({exc})") from None
     heights = out.GetRasterBand(1).ReadAsArray()  # the source's nodata is honoured by the warp
@@ -118,11 +120,13 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
 
     The evaluated area is where the reference has heights and, for a DEM made by
     :func:`.elevation.generate_elevation` (it embeds both sensor models), where the reference's
-    ground falls inside both images; ``coverage`` is the share of it where the DEM has a height. Writes ``error_output`` (DEM minus reference, float32 on the
-    DEM's grid) and ``report`` (JSON, plus an HTML page and a PNG figure beside it) where given.
+    ground falls inside both images, all of it: such a DEM is judged on its grid extended over
+    the imaged ground (:func:`.elevation.footprint_grid`). ``coverage`` is the share of the area
+    where the DEM has a height. Writes ``error_output`` (DEM minus reference, float32, on that
+    grid) and ``report`` (JSON, plus an HTML page and a PNG figure beside it) where given.
     Returns the statistics (:func:`dem_statistics`) with the paths.
     """
-    from .elevation import imaged_area
+    from .elevation import dem_pair_models, footprint_grid, imaged_area
     from .raster import write_geotiff
     ds = open_raster(dem, "DEM")
     if not ds.GetProjection():
@@ -131,14 +135,17 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
     heights = band.ReadAsArray().astype(np.float32)
     if band.GetNoDataValue() is not None and np.isfinite(band.GetNoDataValue()):
         heights[heights == band.GetNoDataValue()] = np.nan
-    reference = reference_on_grid(reference_dem, ds)
-    imaged = imaged_area(ds, reference)
-    area = np.isfinite(reference) if imaged is None else imaged
+    models, gt, wkt = dem_pair_models(ds), ds.GetGeoTransform(), ds.GetProjection()
+    if models:
+        gt, rows, cols, row0, col0 = footprint_grid(models, gt, wkt, heights.shape, heights)
+        heights = np.pad(heights, ((row0, rows - row0 - heights.shape[0]), (col0, cols - col0 - heights.shape[1])),
+                         constant_values=np.nan)
+    reference = reference_on_grid(reference_dem, ds, grid=(gt, *heights.shape))
+    area = imaged_area(models, gt, wkt, reference) if models else np.isfinite(reference)
     error = heights - reference
     stats = {"dem": str(dem), "reference_dem": str(reference_dem), **dem_statistics(error, area)}
     if error_output:
-        write_geotiff(error_output, error, band_names=("error_m",), nodata=float("nan"),
-                      geotransform=ds.GetGeoTransform(), crs=ds.GetProjection())
+        write_geotiff(error_output, error, band_names=("error_m",), nodata=float("nan"), geotransform=gt, crs=wkt)
         stats["error_output"] = str(error_output)
     if report:
         from .report import write_dem_report

@@ -241,16 +241,26 @@ class SensorModel:
         return 0.5 * self.wavelength_m * self.doppler_centroid_hz
 
     # ------------------------------------------------------------ geo2rdr
-    def geo2rdr(self, lon, lat, h):
+    def geo2rdr(self, lon, lat, h, look_side_only=False):
         """Image (rows, cols) of geographic points (degrees, metres above the ellipsoid).
 
         Points whose Doppler time falls outside the orbit get NaN. Rows/cols outside the image
-        are returned as they are: callers decide what lies inside.
+        are returned as they are: callers decide what lies inside. The range/Doppler equations
+        also map the ground on the other side of the track into the image, mirrored: with
+        ``look_side_only`` those points get NaN too.
         """
         lon, lat, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (lon, lat, h)))
         t, rng = _blockwise(self._time_range_block, lon, lat, h, degrees=True)
-        return ((t - self.first_line_time_s) / self.line_interval_s,
-                (rng - self.first_sample_range_m) / self.sample_spacing_m)
+        rows = (t - self.first_line_time_s) / self.line_interval_s
+        cols = (rng - self.first_sample_range_m) / self.sample_spacing_m
+        if look_side_only:
+            xyz = ellipsoid.llh_to_ecef(lon, lat, h)
+            pos, vel = self.orbit.position(t), self.orbit.velocity(t)
+            right = np.einsum("...i,...i", np.cross(vel, pos), xyz - pos)  # velocity x up points right
+            with np.errstate(invalid="ignore"):
+                other = ~(right * (1.0 if self.look_side == "right" else -1.0) > 0)
+            rows, cols = np.where(other, np.nan, rows), np.where(other, np.nan, cols)
+        return rows, cols
 
     def ecef_to_time_range(self, xyz):
         """Azimuth time and slant range of ECEF points (..., 3) by Newton iteration on Doppler.

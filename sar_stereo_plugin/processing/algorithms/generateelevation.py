@@ -45,8 +45,9 @@ class GenerateElevation(QgsProcessingAlgorithm):
                 "along the local slope). Matches below the certainty threshold, and points whose misclosure "
                 "exceeds the maximum residual (empty: two pixels), are left out.\n\n"
                 "CRS: empty for the UTM zone of the scene centre. Resolution: empty for the coarsest ground "
-                "sampling of the two images, rounded up to 1, 2, 2.5 or 5 x 10^k m. Holes no wider than the fill "
-                "distance (cells from their edge) are interpolated; larger ones stay nodata.\n\n"
+                "sampling of the two images, rounded up to 1, 2, 2.5 or 5 x 10^k m. Gaps narrower than twice the "
+                "fill distance plus one cell are interpolated, also where they reach the edge of the data (slopes "
+                "facing the radar are sampled more coarsely than the grid); wider nodata areas stay.\n\n"
                 "Also writes the points per cell and the 1-sigma height uncertainty per cell (standard error of "
                 "the median from the points' spread, combined with their misclosure). With a reference DEM (any "
                 "CRS; reprojected): the error map (DEM minus reference) and a report (JSON, with an HTML page and "
@@ -69,7 +70,7 @@ class GenerateElevation(QgsProcessingAlgorithm):
             self.REFERENCE_DEM, "Reference DEM for evaluation (heights above the WGS84 ellipsoid)", optional=True))
         advanced = [number(self.MAX_RESIDUAL, "Maximum triangulation misclosure in metres (empty: two pixels)",
                            number.Double, optional=True, minValue=0.0),
-                    number(self.FILL_DISTANCE, "Fill holes up to this many cells from their edge (0: no filling)",
+                    number(self.FILL_DISTANCE, "Fill gaps up to 2 x this + 1 cells wide (0: no filling)",
                            number.Integer, defaultValue=3, minValue=0, maxValue=100)]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)

@@ -54,14 +54,13 @@ def evaluate(paths, folder, name, settings):
     matches, dem = folder / f"matches_{name}.tif", folder / f"dem_{name}.tif"
     matcher = create_matcher(name)
     start = time.perf_counter()
-    match_pair(paths["reference"], paths["secondary"], matches, matcher, settings)
+    done = match_pair(paths["reference"], paths["secondary"], matches, matcher, settings)
     seconds = time.perf_counter() - start
     matching = evaluate_matches(matches, paths["truth"])
     generate_elevation(matches, dem)
     elevation = evaluate_dem(dem, paths["source_dem"], report=folder / f"dem_{name}.json")
-    used = settings.for_matcher(matcher)
     return {"matching": matching, "elevation": elevation, "matching_seconds": seconds,
-            "patches": f"{used.patch_size}/{used.overlap}", "matcher": matcher.describe()}
+            "patches": f"{done.patch_size}/{done.overlap}", "matcher": matcher.describe()}
 
 
 def table(results):
@@ -75,7 +74,8 @@ def table(results):
                          + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3 5 10".split())
                          + f" | {m['coverage']:.3f} | "
                          + " | ".join(f"{e['fraction_within_m'][t]:.3f}" for t in "1 2 5 10 20".split())
-                         + f" | {e['median_abs_error_m']:.2f} m | {e['coverage']:.3f} | {r['matching_seconds']:.0f} s |")
+                         + f" | {e['median_abs_error_m']:.2f} m | {e['coverage']:.3f}"
+                         + f" | {r['matching_seconds']:.0f} s |")
     return "\n".join(lines)
 
 

@@ -73,6 +73,8 @@ class MatchResult:
     matched_fraction: float
     seconds_total: float
     seconds_matching: float  # inside the matcher
+    patch_size: int  # the patch geometry used (the matcher's own unless the settings gave one)
+    overlap: int
 
     def to_dict(self):
         return asdict(self)
@@ -322,7 +324,8 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
                               "images overlap; check the images' nodata values")
     return MatchResult(str(output), matcher.describe(), len(jobs) + plan.outside, counts["matched"], plan.outside,
                        counts["nodata"], mosaic.matched / float(ref_model.rows * ref_model.cols),
-                       time.perf_counter() - start, seconds_matching)
+                       time.perf_counter() - start, seconds_matching, int(settings.patch_size),
+                       int(settings.overlap))
 
 
 def _cut(job, strip, sec_ds, prior, size):

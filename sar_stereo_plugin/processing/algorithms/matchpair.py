@@ -153,6 +153,7 @@ class MatchPair(QgsProcessingAlgorithm):
             feedback.reportError(f"{result.nodata_patches} patches hold no data (NaN or nodata) in one image; "
                                  "their pixels have no match", fatalError=False)
         feedback.pushInfo(f"matched {100 * result.matched_fraction:.1f} % of the reference pixels in "
-                          f"{result.seconds_total:.1f} s ({result.seconds_matching:.1f} s in the matcher)")
+                          f"{result.seconds_total:.1f} s ({result.seconds_matching:.1f} s in the matcher; patches "
+                          f"{result.patch_size} px, overlap {result.overlap} px)")
         style_on_load(context, output, certainty)
         return {self.OUTPUT: output, "MATCHED_FRACTION": result.matched_fraction}

@@ -57,7 +57,11 @@ statistics)
 * A pixel sees *exactly one visible ground point* when all its facets are visible and none is in
   layover. Its ground point is found from the facets: their centroid, moved on the plane of their
   mean normal until it projects exactly onto the pixel centre (Newton on the range/Doppler
-  equations, so reference geometry is exact), and kept when the DEM there agrees with it.
+  equations, so reference geometry is exact), and kept when the DEM there agrees with it (to
+  0.5 m); then it is moved along the pixel's range/Doppler circle onto the DEM itself (bilinear),
+  so the truth lies on the very surface a DEM built from it is judged against, and agrees with
+  ``SensorModel.rdr2geo(dem=...)`` (the dataset builder's truth) to 1e-3 px. A point that would
+  have to move further than one range sample for that (ground nearly grazed) is dropped.
   It is *valid* (band 3 = 1) when that point also lies inside the secondary image and is visible
   there (its four neighbouring secondary facets are all visible).
 
@@ -243,7 +247,8 @@ class SimulationResult:
     ``single_point_fraction`` (fractions of the reference pixels that see the DEM, see the module
     doc), ``seen_pixels``, the secondary's ``secondary_layover_fraction``,
     ``secondary_shadow_fraction``, ``secondary_seen_pixels``, and ``truth_surface_error_m``
-    (median height difference between the truth points and the DEM). ``arrays`` (only with
+    (median height difference between the facets' plane and the DEM at the truth points, before
+    they are moved onto the DEM). ``arrays`` (only with
     ``return_arrays=True``): ``reference``/``secondary`` dicts (``amplitude``, ``intensity``
     without noise and speckle, ``expected_intensity`` with noise, ``area_m2`` of visible facets,
     ``seen``/``layover``/``shadow`` masks, facet counts), ``ground_truth`` (the 6 bands),
@@ -905,6 +910,36 @@ def _pixel_ground_points(model, img, pixels, iterations=3):
     return x
 
 
+def _onto_dem(model, dem, x, pixels, iterations=8, step_rad=1e-8):
+    """Ground points (3, n) near the DEM moved onto its bilinear surface, still imaged at their
+    pixel centres: Newton on (row, col, height - DEM) in geodetic coordinates, the DEM's slope by
+    forward differences. NaN where it does not converge."""
+    row, col = np.divmod(pixels, model.cols)
+    lon, lat, h = _llh(x)
+    out = np.full(x.shape, np.nan)
+    todo = np.arange(row.size)
+    for _ in range(iterations):
+        lo, la, hh = lon[todo], lat[todo], h[todo]
+        xyz, d_lon, d_lat = ellipsoid.geodetic_frame(lo, la, hh)
+        r, c, g_r, g_c = _project(model, xyz.T)
+        dem_h = dem.sample(np.degrees(lo), np.degrees(la))
+        up = _normal(lo, la)
+        a1, a2 = (np.stack([_dot(g, d_lon.T), _dot(g, d_lat.T), _dot(g, up)]) for g in (g_r, g_c))
+        a3 = np.stack([(dem_h - dem.sample(np.degrees(lo + step_rad), np.degrees(la))) / step_rad,
+                       (dem_h - dem.sample(np.degrees(lo), np.degrees(la + step_rad))) / step_rad, np.ones_like(hh)])
+        b1, b2, b3 = row[todo] - r, col[todo] - c, dem_h - hh
+        done = (np.abs(b1) + np.abs(b2) < 1e-7) & (np.abs(b3) < 1e-4)
+        out[:, todo[done]] = xyz[done].T
+        c23, c31, c12 = _cross(a2, a3), _cross(a3, a1), _cross(a1, a2)
+        step = (b1 * c23 + b2 * c31 + b3 * c12) / _dot(a1, c23)  # Cramer's rule
+        keep = ~done & np.all(np.isfinite(step), axis=0)
+        todo = todo[keep]
+        lon[todo], lat[todo], h[todo] = (v[keep] + dv[keep] for v, dv in zip((lo, la, hh), step))
+        if not todo.size:
+            break
+    return out
+
+
 def _secondary_visible(view, x, sec_rows):
     """Whether ground points are visible in a rendered view: all four surrounding facets are."""
     lon, lat, _ = _llh(x)
@@ -948,21 +983,27 @@ def _truth_block(ref_view, ref, sec_view, dem, pixels, flat, extra):
     ref_model, sec_model = ref_view.model, sec_view.model
     x = _pixel_ground_points(ref_model, ref, pixels)
     lon, lat, h = ellipsoid.ecef_to_llh(x.T)
-    dem_h = dem.sample(lon, lat)
     # the facets' plane must stand for the DEM here (not at its edge or across a sharp crest)
-    error = np.abs(h - dem_h)
+    error = np.abs(h - dem.sample(lon, lat))
     on_dem = error <= max(0.5, 0.05 * ref_model.sample_spacing_m)
+    # then the point goes onto the DEM itself (bilinear), along its pixel's range/Doppler circle;
+    # one that has to move further than a range cell for it (grazing ground) is not kept
+    x_d = _onto_dem(ref_model, dem, x[:, on_dem], pixels[on_dem])
+    lon_d, lat_d, h_d = ellipsoid.ecef_to_llh(x_d.T)
+    with np.errstate(invalid="ignore"):
+        kept = np.sqrt(_dot(x_d - x[:, on_dem], x_d - x[:, on_dem])) <= ref_model.sample_spacing_m
+    on_dem[on_dem] = kept
+    x, lon, lat, h = x_d[:, kept], lon_d[kept], lat_d[kept], h_d[kept]
     t2, range2 = sec_model.ecef_to_time_range(x.T)
     r2 = (t2 - sec_model.first_line_time_s) / sec_model.line_interval_s
     c2 = (range2 - sec_model.first_sample_range_m) / sec_model.sample_spacing_m
-    inside = (r2 >= -0.5) & (r2 < sec_model.rows - 0.5) & (c2 >= -0.5) & (c2 < sec_model.cols - 0.5)
-    valid = on_dem & inside
+    valid = (r2 >= -0.5) & (r2 < sec_model.rows - 0.5) & (c2 >= -0.5) & (c2 < sec_model.cols - 0.5)
     valid[valid] = _secondary_visible(sec_view, x[:, valid], r2[valid])
-    good = pixels[valid]
+    good, on = pixels[on_dem][valid], pixels[on_dem]
     flat[0, good], flat[1, good], flat[2, good] = r2[valid], c2[valid], 1.0
-    flat[3, pixels[on_dem]] = h[on_dem]
-    for row, values in zip(extra, (lon, lat, dem_h)):
-        row[pixels[on_dem]] = values[on_dem]
+    flat[3, on] = h
+    for row, values in zip(extra, (lon, lat, dem.sample(lon, lat))):
+        row[on] = values
     return error[on_dem]
 
 

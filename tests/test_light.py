@@ -238,6 +238,38 @@ def test_matching_follows_the_height_prior_between_two_equal_candidates(shipped)
     assert d.max() <= 15.0 + light.PRIOR_MARGIN_PX and d.min() < 4.0 and 90 < len(d) < 125  # pi 47^2 / 64 = 108
 
 
+def test_matching_keeps_to_the_epipolar_band(shipped):
+    """The same ground twice in the window, 40 rows and 104 columns apart, both within the prior's
+    search radius: the prior's disk alone lets the matcher split between them; the band across the
+    epipolar direction (range here) keeps it to the candidate on the prior's line."""
+    rng = np.random.default_rng(21)
+    size = 96
+    tex = scene(rng, (size, size))
+    sec = speckle(rng, scene(rng, (size + 80, 2 * size + 48)))
+    spots = ((20, 20), (60, 124))
+    for r0, c0 in spots:
+        sec[r0:r0 + size, c0:c0 + size] = speckle(rng, tex)
+    ref = speckle(rng, tex)
+    r, c = np.mgrid[0:size, 0:size].astype(np.float32)
+    for r0, c0 in spots:
+        prior = np.stack((r + r0 + 3.0, c + c0 - 4.0))
+        epe = {band: np.nanmedian(np.hypot(m.rows - (r + r0), m.cols - (c + c0))) for band, m in zip(
+            ("disk", "band"), shipped.match([PatchPair(ref, sec, prior, 85.0, (0, 0), (0, 0)),
+                                             PatchPair(ref, sec, prior, 85.0, (0, 0), (0, 0), (0.0, 1.0), 16.0)]))}
+        assert epe["band"] < 1.0 and epe["disk"] > 10.0, epe  # 0.30 px against 58 and 39 px
+    # the models may err across the line by half the band at no cost: the prior 6 rows off, band 12
+    m = shipped.match([PatchPair(ref, sec, np.stack((r + r0 + 6.0, c + c0 - 4.0)), 85.0, (0, 0), (0, 0),
+                                 (0.0, 1.0), 12.0)])[0]
+    assert np.nanmedian(np.hypot(m.rows - (r + r0), m.cols - (c + c0))) < 1.0
+    pair = PatchPair(ref, sec, prior, 85.0, (0, 0), (0, 0), (0.6, 0.8), 12.0)  # a tilted line this time
+    cells = light.prior_cells(torch, [pair], ref.shape, sec.shape, "cpu")
+    allowed = cells[0, :, :, 6, 6].nonzero().float() * 8.0 + 3.5  # secondary cell centres, window pixels
+    d = allowed - torch.tensor([6 * 8 + 3.5 + r0 + 3.0, 6 * 8 + 3.5 + c0 - 4.0])  # from the prior at cell (6, 6)
+    across, along = d[:, 0] * 0.8 - d[:, 1] * 0.6, d[:, 0] * 0.6 + d[:, 1] * 0.8
+    assert across.abs().max() <= 12.0 + 1e-4 and d.norm(dim=1).max() <= 85.0 + light.PRIOR_MARGIN_PX
+    assert along.min() < -90 and along.max() > 70 and len(d) > 20  # the line, as far as the window reaches
+
+
 def test_shipped_weights_through_the_patch_engine(tmp_path, shipped):
     from osgeo import gdal
 

@@ -62,6 +62,27 @@ def test_patch_geometry_defaults_to_the_matchers_own(alpine_pair, oracle, tmp_pa
     assert (LightMatcher.patch_size, LightMatcher.overlap) == (256, 64)
 
 
+def test_pairs_carry_the_epipolar_direction_and_the_band(alpine_pair):
+    """Every PatchPair knows the direction in which a rising height moves its pixels in the
+    secondary (range, for these parallel same-side tracks) and how far across it the truth may lie."""
+    from sar_stereo_plugin.core.patches import plan_pair
+    paths, _ = alpine_pair
+    for band, expected in ((None, np.inf), (5.0, 5.0)):
+        plan = plan_pair(paths["reference"], paths["secondary"], _covering(paths, patch_size=96, overlap=24,
+                                                                          epipolar_band_px=band))
+        for _, cut in plan.strips():
+            for job, pair in cut:
+                rows, cols = job.r0 + np.arange(0, 96, 19.0), job.c0 + np.arange(0, 96, 19.0)
+                at = {key: plan.prior.at(rows, cols, key) for key in ("low", "mid", "high")}
+                rise = np.concatenate([at["high"] - at["mid"], at["mid"] - at["low"]], axis=1)  # an end may miss
+                rise /= np.hypot(*rise)
+                assert np.nanmax(np.abs(rise - np.array(pair.epipolar)[:, None])) < 1e-3, (pair.epipolar, rise)
+                assert abs(pair.epipolar[0]) < 1e-2 and pair.band_px == expected
+    assert MatchSettings(patch_size=96, overlap=0).epipolar_band_px == 12.0  # the default
+    with pytest.raises(GeometryError, match="EPIPOLAR_BAND"):
+        MatchSettings(patch_size=96, overlap=0, epipolar_band_px=0.0).validate()
+
+
 def test_window_follows_height_uncertainty(alpine_pair, oracle, tmp_path):
     """With no height uncertainty the windows are too tight on Alpine relief: matches go missing."""
     paths, _ = alpine_pair

@@ -41,6 +41,9 @@ class MatchSettings:
     overlap: int = None
     height_prior: float = None  # metres above the ellipsoid; None: the reference's GCP height, else 0
     height_uncertainty_m: float = 300.0  # the truth lies within prior +- this
+    # how far (secondary pixels) across the epipolar direction the truth may lie: the sensor models'
+    # relative azimuth accuracy; the light matcher's global matching searches no further (None: no limit)
+    epipolar_band_px: float = 12.0
 
     def for_matcher(self, matcher):
         """These settings with the patch geometry the matcher was made for where none is given
@@ -58,6 +61,9 @@ class MatchSettings:
             raise GeometryError(located("matching", "OVERLAP", f"{self.overlap}; give 0 up to PATCH_SIZE - 1 pixels"))
         if not (self.height_uncertainty_m is not None and self.height_uncertainty_m >= 0):
             raise GeometryError(located("matching", "HEIGHT_UNCERTAINTY", "must be >= 0 metres"))
+        if self.epipolar_band_px is not None and not self.epipolar_band_px > 0:
+            raise GeometryError(located("matching", "EPIPOLAR_BAND", f"{self.epipolar_band_px}; give a positive "
+                                                                     "number of pixels, or leave it empty for no limit"))
 
 
 @dataclass
@@ -117,8 +123,9 @@ class PairPrior:
 
     def extent(self, r0, c0, size):
         """Bounding box (row_min, row_max, col_min, col_max) of where a reference patch can land,
-        and the half-span (pixels) of the disparity the height uncertainty allows; None where the
-        prediction fails everywhere."""
+        the half-span (pixels) of the disparity the height uncertainty allows, and the epipolar
+        direction (unit (row, col) vector of rising height; None without an uncertainty); None
+        where the prediction fails everywhere."""
         inner_r = (self.node_rows > r0) & (self.node_rows < r0 + size - 1)
         inner_c = (self.node_cols > c0) & (self.node_cols < c0 + size - 1)
         edge = np.array([0.0, size - 1.0])
@@ -130,9 +137,14 @@ class PairPrior:
         pts = pts[:, np.all(np.isfinite(pts), axis=0)]
         if not pts.size:
             return None
-        spread = np.hypot(*(high - low))
-        half_span = float(np.max(spread[np.isfinite(spread)], initial=0.0) / 2.0)
-        return (pts[0].min(), pts[0].max(), pts[1].min(), pts[1].max()), half_span
+        # from the prior height to either end of the uncertainty (one end may miss the ground)
+        rises = np.concatenate([high - mid, mid - low], axis=1)
+        rises = rises[:, np.all(np.isfinite(rises), axis=0)]
+        reach = np.hypot(*rises)
+        half_span = float(np.max(reach, initial=0.0))
+        rise = np.median(rises[:, reach > 1e-6] / reach[reach > 1e-6], axis=1) if (reach > 1e-6).any() else None
+        epipolar = None if rise is None else tuple(float(v) for v in rise / np.hypot(*rise))
+        return (pts[0].min(), pts[0].max(), pts[1].min(), pts[1].max()), half_span, epipolar
 
 
 def _nodes(n):
@@ -159,6 +171,7 @@ class _Job:
     c0: int
     window: tuple  # secondary (row0, col0, rows, cols)
     search_px: float
+    epipolar: tuple  # unit (row, col) of rising height in the secondary, or None
 
 
 def plan_patches(ref_model, sec_model, settings, prior):
@@ -175,7 +188,7 @@ def plan_patches(ref_model, sec_model, settings, prior):
             if window is None:
                 outside += 1
             else:
-                jobs.append(_Job(r0, c0, window, found[1]))
+                jobs.append(_Job(r0, c0, window, found[1], found[2]))
     return jobs, outside
 
 
@@ -240,6 +253,7 @@ class PatchPlan:
     jobs: list
     outside: int  # patches whose window misses the secondary image
     size: int
+    band_px: float  # MatchSettings.epipolar_band_px (inf: no limit)
 
     def strips(self, jobs=None):
         """Yield ``(r0, [(job, PatchPair or None), ...])`` strip by strip, in row order; None where
@@ -247,7 +261,8 @@ class PatchPlan:
         jobs = self.jobs if jobs is None else jobs
         for r0 in sorted({job.r0 for job in jobs}):
             strip = read_amplitude(self.ref_ds, r0, 0, self.size, self.ref_model.cols)
-            yield r0, [(job, _cut(job, strip, self.sec_ds, self.prior, self.size)) for job in jobs if job.r0 == r0]
+            yield r0, [(job, _cut(job, strip, self.sec_ds, self.prior, self.size, self.band_px))
+                       for job in jobs if job.r0 == r0]
 
 
 def plan_pair(reference, secondary, settings, *, prior_dem=None, reference_model=None, secondary_model=None):
@@ -269,8 +284,9 @@ def plan_pair(reference, secondary, settings, *, prior_dem=None, reference_model
                                     f"no reference patch lands in the secondary image at heights {height:.0f} "
                                     f"+- {settings.height_uncertainty_m:.0f} m: the images do not overlap; check that "
                                     "they show the same ground, or give a better HEIGHT_PRIOR / PRIOR_DEM"))
+    band = float("inf") if settings.epipolar_band_px is None else float(settings.epipolar_band_px)
     return PatchPlan(str(reference), str(secondary), ref_model, sec_model, ref_ds, sec_ds, dem, height, prior, jobs,
-                     outside, int(settings.patch_size))
+                     outside, int(settings.patch_size), band)
 
 
 def match_pair(reference, secondary, output, matcher, settings=None, *, prior_dem=None, reference_model=None,
@@ -328,7 +344,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
                        int(settings.overlap))
 
 
-def _cut(job, strip, sec_ds, prior, size):
+def _cut(job, strip, sec_ds, prior, size, band_px):
     """The PatchPair of a job, or None when either side holds no data."""
     ref = strip[:, job.c0:job.c0 + size]
     if not np.isfinite(ref).any():
@@ -342,7 +358,7 @@ def _cut(job, strip, sec_ds, prior, size):
     pred = prior.at(rr.ravel(), cc.ravel()).reshape(2, size, size)
     pred -= np.array([w_r0, w_c0], np.float64)[:, None, None]
     return PatchPair(np.ascontiguousarray(ref), sec, pred.astype(np.float32), job.search_px,
-                     (job.r0, job.c0), (w_r0, w_c0))
+                     (job.r0, job.c0), (w_r0, w_c0), job.epipolar, band_px)
 
 
 def _merge(mosaic, pair, answer, sec_model):

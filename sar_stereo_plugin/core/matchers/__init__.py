@@ -39,6 +39,10 @@ class PatchPair:
     reference pixel at the prior height; ``search_px``: how far (secondary pixels) the truth may
     lie from ``prior`` given the height uncertainty. ``reference_origin``/``secondary_origin``:
     (row, col) of the patch's and window's first pixel in their full images.
+    ``epipolar``: unit (row, col) vector along which the secondary position moves as the height
+    rises (the epipolar direction at the patch), None where unknown; ``band_px``: how far
+    (secondary pixels) across that direction the truth may lie, the sensor models' relative
+    accuracy (infinite: no limit).
     """
 
     reference: np.ndarray
@@ -47,6 +51,8 @@ class PatchPair:
     search_px: float
     reference_origin: tuple
     secondary_origin: tuple
+    epipolar: tuple = None
+    band_px: float = float("inf")
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,18 @@ compare``) it took the share within 1 px from 0.60 to 0.68 and the DEM's median 
 Geometry: the global matching (the soft-argmax over XFeat's 1/8 correlations) only weighs
 secondary positions within ``search_px`` + ``PRIOR_MARGIN_PX`` window pixels of where the height
 prior puts each reference cell (:class:`.PatchPair`'s ``prior``), as POC only searches around the
-prior. Unconstrained, a bright ridge or a repeated texture elsewhere in the window could win; on the
-demo pair this took the share within 3/10 px from 0.951/0.978 to 0.962/0.986. Pairs without a prior
-(or a NaN search radius) are matched over the whole window.
+prior, and no further than ``band_px`` (``MatchSettings.epipolar_band_px``, 12 by default) across
+the epipolar direction, the line along which a change of height moves a point (range, for same-side
+flights in zero-Doppler geometry). Unconstrained, a bright ridge or a repeated texture elsewhere in
+the window could win; on the demo pair the disk took the share within 3/10 px from 0.951/0.978 to
+0.962/0.986. The band then keeps the soft-argmax from averaging candidates a few cells apart in
+azimuth: on bright foreshortened slopes that average drifted by 4-6 rows, and the triangulation's
+misclosure test dropped the points (DEM coverage, ``make compare``: demo pair 0.953 -> 0.977,
+withheld pair 0.980 -> 0.989). The band has to hold the sensor models' relative azimuth error:
+with the withheld pair's secondary shifted 6 rows against its model, the 12-pixel band still
+matched 0.762 within 1 px (the disk alone 0.759); shifted 12 rows, 0.343 (disk 0.745). Give a
+wider band for less accurate models. Pairs without a prior (or a NaN search radius) are matched over
+the whole window.
 
 Output: the finest (1/4) flow and certainty logits, sampled bilinearly at every reference pixel
 centre and turned into window pixels with romatch's convention (see :mod:`.roma`): normalised
@@ -380,8 +389,9 @@ class LightMatcher(Matcher):
 def prior_cells(torch, pairs, ref_size, sec_size, device):
     """(B, H1, W1, H0, W0) bool on ``device``: the secondary cells (1/8 of the network's input
     ``sec_size``) within ``search_px + PRIOR_MARGIN_PX`` native window pixels of each reference
-    cell's prior position (bilinear at the cell centre); every cell where a pair has
-    no prior (None, NaN) or no finite search radius. None when no pair has a prior."""
+    cell's prior position (bilinear at the cell centre) and, where the pair knows its epipolar
+    direction, within ``band_px`` across it; every cell where a pair has no prior (None, NaN) or
+    no finite search radius. None when no pair has a prior."""
     if not any(p.prior is not None and np.isfinite(p.search_px) for p in pairs):
         return None
     (h0, w0), (h1, w1) = (int(n) // 8 for n in ref_size), (int(n) // 8 for n in sec_size)
@@ -394,11 +404,13 @@ def prior_cells(torch, pairs, ref_size, sec_size, device):
                                  indexing="ij")
         prior = np.stack([map_coordinates(np.asarray(band, np.float64), (rows, cols), order=1, mode="nearest")
                           for band in pair.prior])  # (2, h0, w0) window pixels at the cell centres
-        sec_rows = (np.arange(h1) + 0.5) * hs / h1 - 0.5
-        sec_cols = (np.arange(w1) + 0.5) * ws / w1 - 0.5
-        d2 = ((sec_rows[:, None, None, None] - prior[0]) ** 2 + (sec_cols[None, :, None, None] - prior[1]) ** 2)
+        d_rows = ((np.arange(h1) + 0.5) * hs / h1 - 0.5)[:, None, None, None] - prior[0]
+        d_cols = ((np.arange(w1) + 0.5) * ws / w1 - 0.5)[None, :, None, None] - prior[1]
         with np.errstate(invalid="ignore"):
-            out[k] = (d2 <= (pair.search_px + PRIOR_MARGIN_PX) ** 2) | ~np.isfinite(prior[0])
+            near = d_rows ** 2 + d_cols ** 2 <= (pair.search_px + PRIOR_MARGIN_PX) ** 2
+            if pair.epipolar is not None and np.isfinite(pair.band_px):
+                near &= np.abs(d_rows * pair.epipolar[1] - d_cols * pair.epipolar[0]) <= pair.band_px
+            out[k] = near | ~np.isfinite(prior[0])
     return torch.from_numpy(out).to(device)
 
 

@@ -372,6 +372,7 @@ def _sample(pair, truth):
             "warp": np.where(valid[..., None], warp, np.nan).astype(np.float32), "valid": valid.astype(np.uint8),
             "secondary_rc": np.where(valid, np.stack([s_rows, s_cols]), np.nan).astype(np.float32),
             "prior": pair.prior.astype(np.float32), "search_px": np.float32(pair.search_px),
+            "epipolar": np.array(pair.epipolar or (np.nan, np.nan), np.float32), "band_px": np.float32(pair.band_px),
             "reference_origin": np.array([r0, c0], np.int64), "secondary_origin": np.array([w_r0, w_c0], np.int64)}
 
 
@@ -440,4 +441,12 @@ def as_patch_pair(sample):
     from ..matchers import PatchPair
     return PatchPair(sample["reference"], sample["secondary"], sample["prior"], float(sample["search_px"]),
                      tuple(int(v) for v in sample["reference_origin"]),
-                     tuple(int(v) for v in sample["secondary_origin"]))
+                     tuple(int(v) for v in sample["secondary_origin"]), *epipolar_of(sample))
+
+
+def epipolar_of(sample):
+    """(epipolar direction or None, band_px) of a loaded sample; datasets built before the band
+    was stored have neither (no limit then)."""
+    direction = np.asarray(sample.get("epipolar", (np.nan, np.nan)), np.float64)
+    band = float(sample.get("band_px", np.inf))
+    return (tuple(direction.tolist()) if np.isfinite(direction).all() else None), band

@@ -108,8 +108,8 @@ class Samples:
         if not (self.folder / "manifest.json").is_file():
             raise FinetuneError(located(self.folder, "DATASET", "no manifest.json here, so this is not a dataset "
                                                                 "folder; build one first (sarstereo:builddataset)"))
-        from .dataset import load_manifest, load_sample
-        self._load_sample = load_sample
+        from .dataset import epipolar_of, load_manifest, load_sample
+        self._load_sample, self._epipolar_of = load_sample, epipolar_of
         self.manifest = load_manifest(self.folder)
         entries = self.manifest.get("samples") or []
         self.splits = {s: [e for e in entries if e.get("split") == s] for s in ("train", "val", "test")}
@@ -126,13 +126,14 @@ class Samples:
                                                        f"{s['warp'].shape}, {s['valid'].shape} do not fit together"))
         out = {k: np.asarray(s[k]) for k in ("reference", "secondary", "warp", "valid")}
         if "prior" in s:  # what the engine hands a matcher; used in validation only
-            out.update(prior=np.asarray(s["prior"], np.float32), search_px=float(s.get("search_px", np.nan)))
+            out.update(prior=np.asarray(s["prior"], np.float32), search_px=float(s.get("search_px", np.nan)),
+                       epipolar=self._epipolar_of(s))
         return out
 
 
 def _flip(sample, lr, ud):
     """The pair seen from the other side (lr) / flying the other way (ud): images and warp."""
-    s = {k: v for k, v in sample.items() if k not in ("prior", "search_px")}  # training needs neither
+    s = {k: v for k, v in sample.items() if k not in ("prior", "search_px", "epipolar")}  # training needs none
     for axis, on, comp in ((1, lr, 0), (0, ud, 1)):
         if on:
             for k in ("reference", "secondary", "valid", "warp"):
@@ -194,7 +195,8 @@ def evaluate_dataset(matcher, dataset_dir, split="val", limit=None, samples=None
         loaded = [data.load(e) for e in entries[i:i + batch]]
         pairs = [PatchPair(s["reference"], s["secondary"],
                            s.get("prior", np.full((2,) + s["reference"].shape, np.nan, np.float32)),
-                           s.get("search_px", float("nan")), (0, 0), (0, 0)) for s in loaded]
+                           s.get("search_px", float("nan")), (0, 0), (0, 0), *s.get("epipolar", (None, np.inf)))
+                 for s in loaded]
         for s, m in zip(loaded, matcher.match(pairs)):
             h2, w2 = s["secondary"].shape
             rows = (s["warp"][..., 1] + 1.0) * (h2 / 2.0) - 0.5

@@ -22,6 +22,7 @@ class MatchPair(QgsProcessingAlgorithm):
     GRID_STEP = "GRID_STEP"
     HEIGHT_PRIOR = "HEIGHT_PRIOR"
     HEIGHT_UNCERTAINTY = "HEIGHT_UNCERTAINTY"
+    EPIPOLAR_BAND = "EPIPOLAR_BAND"
     PRIOR_DEM = "PRIOR_DEM"
     WEIGHTS = "WEIGHTS"
     DINOV2_WEIGHTS = "DINOV2_WEIGHTS"
@@ -101,6 +102,9 @@ class MatchPair(QgsProcessingAlgorithm):
                    minValue=0),
             number(self.BATCH_SIZE, "Patches per batch (empty: the matcher's default)", number.Integer,
                    optional=True, minValue=1),
+            number(self.EPIPOLAR_BAND, "Azimuth accuracy of the sensor models: the light matcher searches this far "
+                   "across the epipolar direction (secondary pixels; 0: no limit)", number.Double,
+                   defaultValue=12.0, minValue=0.0),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -135,7 +139,8 @@ class MatchPair(QgsProcessingAlgorithm):
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context) if given[self.OVERLAP] else None,
             height_prior=(self.parameterAsDouble(parameters, self.HEIGHT_PRIOR, context)
                           if given[self.HEIGHT_PRIOR] else None),
-            height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context))
+            height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context),
+            epipolar_band_px=self.parameterAsDouble(parameters, self.EPIPOLAR_BAND, context) or None)
         with user_errors():
             models = [load_model(paths[key], self.parameterAsFile(parameters, model_key, context))
                       for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL),

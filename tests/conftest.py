@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from sar_stereo_plugin.core.matchers import Matcher
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 SHARED_DATA = Path(os.environ.get("SARSTEREO_SHARED_DATA",
@@ -53,14 +55,13 @@ def _collect_qgis_objects_before_exit(qgis_app):
     gc.collect()
 
 
-class _Oracle:
+class _Oracle(Matcher):
     """A matcher answering the simulator's ground truth for each patch pair, restricted to what a
     real matcher could see (valid truth inside the pair's secondary window). ``offset`` and
     ``certainty`` let a test tell answers apart."""
 
     name = "oracle"
     batch_size = 3
-    patch_size, overlap = 512, 64  # the Matcher protocol's defaults
 
     def __init__(self, ground_truth, offset=(0.0, 0.0), certainty=1.0):
         from osgeo import gdal

@@ -229,3 +229,24 @@ def test_cancel_writes_nothing(oetztal_truth, tmp_path):
         generate_elevation(oetztal_truth["truth"], tmp_path / "dem.tif", count_output=tmp_path / "count.tif",
                            is_canceled=lambda: True)
     assert not list(tmp_path.iterdir())
+
+
+def test_certainty_threshold_defaults_to_the_matchers_own(alpine_pair, oracle, tmp_path):
+    """A matcher's certainty_threshold travels in its match raster and is the elevation step's
+    default (the light matcher's is 0.05); a given threshold wins; a ground truth records none (0)."""
+    from sar_stereo_plugin.core.matchers.light import LightMatcher
+    from sar_stereo_plugin.core.patches import MatchSettings, match_pair
+    paths, _ = alpine_pair
+    matcher = oracle(paths["ground_truth"], certainty=lambda pair: 0.3 if pair.reference_origin[1] else 0.9)
+    matcher.certainty_threshold = 0.5
+    matches = tmp_path / "matches.tif"
+    match_pair(paths["reference"], paths["secondary"], matches, matcher,
+               MatchSettings(patch_size=100, overlap=0, height_uncertainty_m=1500.0))
+    certainty = gdal.Open(str(matches)).ReadAsArray()[2]
+    own = generate_elevation(matches, tmp_path / "own.tif")
+    given = generate_elevation(matches, tmp_path / "given.tif", ElevationSettings(certainty_threshold=0.0))
+    assert own.certainty_threshold == 0.5 and own.matches_used == int((certainty >= 0.5).sum())
+    assert given.certainty_threshold == 0.0 and given.matches_used == int(np.isfinite(certainty).sum())
+    assert 0.2 < own.matches_used / given.matches_used < 0.5  # the first column of patches, of three
+    assert generate_elevation(paths["ground_truth"], tmp_path / "truth.tif").certainty_threshold == 0.0
+    assert LightMatcher.certainty_threshold == 0.05

@@ -9,7 +9,7 @@ from osgeo import gdal
 
 from sar_stereo_plugin.core.errors import GeometryError, RasterError, SensorModelError
 from sar_stereo_plugin.core.evaluate import evaluate_matches
-from sar_stereo_plugin.core.matchers import MatchingCanceled
+from sar_stereo_plugin.core.matchers import Matcher, MatchingCanceled
 from sar_stereo_plugin.core.patches import MatchSettings, match_pair
 from sar_stereo_plugin.core.products import read_pair_models, write_image
 from sar_stereo_plugin.core.simulate import height_bounds, open_dem
@@ -102,7 +102,7 @@ def test_overlaps_keep_the_more_certain_answer(alpine_pair, oracle, tmp_path):
     liar = oracle(paths["ground_truth"], offset=(0.0, 5.0))
     honest = oracle(paths["ground_truth"])
 
-    class Mixed:
+    class Mixed(Matcher):
         name, batch_size = "mixed", 2
 
         def describe(self):

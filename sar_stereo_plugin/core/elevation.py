@@ -1,8 +1,10 @@
 """Matches -> 3D points -> DEM: triangulation, robust gridding, uncertainty and hole filling.
 
-Every match that is finite and at least as certain as ``certainty_threshold`` is triangulated
-with both sensor models (:func:`.sensor.triangulate`: range/Doppler equations on the WGS84
-ellipsoid), block by block of match-raster rows. A point whose misclosure exceeds
+Every match that is finite and at least as certain as ``certainty_threshold`` (default: the
+threshold the matcher recorded in the match raster, 0.05 for the light matcher, 0 for POC, RoMa
+and a simulator ground truth) is triangulated with both sensor models
+(:func:`.sensor.triangulate`: range/Doppler equations on the WGS84 ellipsoid), block by block of
+match-raster rows. A point whose misclosure exceeds
 ``max_residual_m`` is dropped (an exact match closes to ~0 m; an azimuth mismatch of d metres
 leaves about d / sqrt(2)). The rest are projected to the output CRS and binned into square cells:
 
@@ -44,6 +46,7 @@ from scipy import ndimage
 
 from .errors import GeometryError, RasterError, located
 from .pair import _heading_and_incidence
+from .patches import MATCHING_ITEM
 from .products import read_pair_models
 from .raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
 from .sensor import triangulate
@@ -62,14 +65,14 @@ class ElevationCanceled(GeometryError):
 class ElevationSettings:
     """The tunables of :func:`generate_elevation` (what the QGIS algorithm exposes)."""
 
-    certainty_threshold: float = 0.0
+    certainty_threshold: float = None  # None: the matcher's own, recorded in the match raster (else 0)
     max_residual_m: float = None  # None: two pixels
     crs: str = None  # anything pyproj reads (EPSG:32632, WKT); None: UTM zone of the scene centre
     resolution_m: float = None  # None: from the ground sampling
     fill_distance_cells: int = 3
 
     def validate(self):
-        if not 0.0 <= self.certainty_threshold <= 1.0:
+        if self.certainty_threshold is not None and not 0.0 <= self.certainty_threshold <= 1.0:
             raise GeometryError(located("elevation", "CERTAINTY_THRESHOLD",
                                         f"{self.certainty_threshold}; give a certainty between 0 and 1"))
         if self.max_residual_m is not None and not self.max_residual_m > 0:
@@ -93,6 +96,7 @@ class ElevationResult:
     crs: str  # the DEM's CRS as "EPSG:n" or WKT
     resolution_m: float
     shape: tuple
+    certainty_threshold: float  # the one used
     matches_used: int  # finite matches at or above the certainty threshold
     points: int  # triangulated within the misclosure limit and inside the grid
     cells_with_points: int
@@ -153,8 +157,11 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
         raise RasterError(located(matches, "size", f"{ds.RasterYSize} x {ds.RasterXSize} pixels, but its reference "
                                                    f"sensor model describes {ref.rows} x {ref.cols}"))
     max_residual = settings.max_residual_m or 2.0 * max(_pixel_spacings(ref) + _pixel_spacings(sec))
-    (lon, lat, h, res), matches_used = _triangulate_all(ds, ref, sec, settings.certainty_threshold, max_residual,
-                                                        progress, is_canceled)
+    threshold = settings.certainty_threshold
+    if threshold is None:
+        threshold = float(json.loads(ds.GetMetadataItem(MATCHING_ITEM) or "{}").get("certainty_threshold", 0.0))
+    (lon, lat, h, res), matches_used = _triangulate_all(ds, ref, sec, threshold, max_residual, progress,
+                                                        is_canceled)
     if not matches_used:
         raise GeometryError(located(matches, "bands 1-3", "holds no match at or above the certainty threshold; "
                                                           "lower CERTAINTY_THRESHOLD or check the matching step"))
@@ -185,7 +192,8 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     dem = np.where(filled, _fill(dem, settings.fill_distance_cells), dem)
     _check(is_canceled)
     meta = {ELEVATION_ITEM: json.dumps({
-        "matches": str(matches), "settings": {**asdict(settings), "max_residual_m": max_residual,
+        "matches": str(matches), "settings": {**asdict(settings), "certainty_threshold": threshold,
+                                              "max_residual_m": max_residual,
                                               "resolution_m": resolution, "crs": _crs_name(crs)},
         "vertical_datum": "WGS84 ellipsoid"}),
         SENSOR_ITEM: json.dumps(ref.to_dict()), SECONDARY_SENSOR_ITEM: json.dumps(sec.to_dict())}
@@ -197,8 +205,8 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
         write_geotiff(uncertainty_output, uncertainty, band_names=("uncertainty_m",), **write)
     result = ElevationResult(str(output), count_output and str(count_output),
                              uncertainty_output and str(uncertainty_output), _crs_name(crs), resolution,
-                             (grid.rows, grid.cols), matches_used, int(inside.sum()), int((count > 0).sum()),
-                             int(filled.sum()), max_residual, time.perf_counter() - start)
+                             (grid.rows, grid.cols), threshold, matches_used, int(inside.sum()),
+                             int((count > 0).sum()), int(filled.sum()), max_residual, time.perf_counter() - start)
     if reference_dem is not None:
         from .evaluate import evaluate_dem
         try:

@@ -63,7 +63,7 @@ class MatchSettings:
             raise GeometryError(located("matching", "HEIGHT_UNCERTAINTY", "must be >= 0 metres"))
         if self.epipolar_band_px is not None and not self.epipolar_band_px > 0:
             raise GeometryError(located("matching", "EPIPOLAR_BAND", f"{self.epipolar_band_px}; give a positive "
-                                                                     "number of pixels, or leave it empty for no limit"))
+                                                                     "number of pixels, or None for no limit"))
 
 
 @dataclass
@@ -310,6 +310,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
     meta = {SENSOR_ITEM: json.dumps(ref_model.to_dict()), SECONDARY_SENSOR_ITEM: json.dumps(sec_model.to_dict()),
             REFERENCE_IMAGE_ITEM: str(reference), SECONDARY_IMAGE_ITEM: str(secondary),
             MATCHING_ITEM: json.dumps({"matcher": matcher.describe(), "settings": asdict(settings),
+                                       "certainty_threshold": float(matcher.certainty_threshold),
                                        "height_prior_m": height, "prior_dem": getattr(dem, "path", None)})}
     mosaic = _Mosaic(ref_model.cols, size)
     counts = {"matched": 0, "nodata": 0}

@@ -69,11 +69,14 @@ class PatchMatch:
 class Matcher:
     """Base of every backend. ``match`` takes a list of pairs (at most ``batch_size``, all of
     any size) and returns one :class:`PatchMatch` per pair, in order. ``patch_size`` and
-    ``overlap``: the patch geometry the backend is made for, used where the caller gives none."""
+    ``overlap``: the patch geometry the backend is made for, used where the caller gives none;
+    ``certainty_threshold``: the certainty below which its answers are mostly wrong, recorded in
+    the match raster as the elevation step's default."""
 
     name = "matcher"
     batch_size = 1
     patch_size, overlap = 512, 64
+    certainty_threshold = 0.0
 
     def match(self, pairs):
         raise NotImplementedError

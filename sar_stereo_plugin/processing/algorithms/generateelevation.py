@@ -42,8 +42,10 @@ class GenerateElevation(QgsProcessingAlgorithm):
         return ("Triangulates every match of a match raster (or a simulator ground truth) with the range/Doppler "
                 "equations of both sensors on the WGS84 ellipsoid, and grids the 3D points into a DEM: heights in "
                 "metres above the ellipsoid, the median of each cell's points (each carried to the cell centre "
-                "along the local slope). Matches below the certainty threshold, and points whose misclosure "
-                "exceeds the maximum residual (empty: two pixels), are left out.\n\n"
+                "along the local slope). Matches below the certainty threshold (empty: the one the matcher "
+                "recorded, 0.05 for the light matcher, whose certainty is the odds of a valid match; 0 for POC and "
+                "RoMa), and points whose misclosure exceeds the maximum residual (empty: two pixels), are left "
+                "out.\n\n"
                 "CRS: empty for the UTM zone of the scene centre. Resolution: empty for the coarsest ground "
                 "sampling of the two images, rounded up to 1, 2, 2.5 or 5 x 10^k m. Gaps narrower than twice the "
                 "fill distance plus one cell are interpolated, also where they reach the edge of the data (slopes "
@@ -60,8 +62,9 @@ class GenerateElevation(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer(self.MATCHES, "Match raster (or simulator ground truth)"))
-        self.addParameter(number(self.CERTAINTY_THRESHOLD, "Certainty threshold", number.Double, defaultValue=0.0,
-                                 minValue=0.0, maxValue=1.0))
+        self.addParameter(number(self.CERTAINTY_THRESHOLD, "Certainty threshold (empty: the matcher's own, 0.05 for "
+                                 "light, 0 for POC and RoMa)", number.Double, optional=True, minValue=0.0,
+                                 maxValue=1.0))
         self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (empty: UTM zone of the scene centre)",
                                                     optional=True))
         self.addParameter(number(self.RESOLUTION, "Cell size in metres (empty: from the ground sampling)",
@@ -96,7 +99,7 @@ class GenerateElevation(QgsProcessingAlgorithm):
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE_DEM, context)
         crs = self.parameterAsCrs(parameters, self.CRS, context)
         settings = ElevationSettings(
-            certainty_threshold=self.parameterAsDouble(parameters, self.CERTAINTY_THRESHOLD, context),
+            certainty_threshold=optional_number(self, parameters, self.CERTAINTY_THRESHOLD, context),
             max_residual_m=optional_number(self, parameters, self.MAX_RESIDUAL, context),
             crs=(crs.authid() or crs.toWkt()) if crs.isValid() else None,
             resolution_m=optional_number(self, parameters, self.RESOLUTION, context),

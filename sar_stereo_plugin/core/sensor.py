@@ -307,10 +307,8 @@ class SensorModel:
         """Geographic (lon, lat, h) of image points on a height surface or on a DEM.
 
         ``height``: scalar or array of metres above the ellipsoid (default 0). ``dem``: a
-        GDAL-readable raster path (or ``Dem``) whose surface is intersected instead, the search
-        starting at ``height`` where one is given (else at the DEM's median height), so a
-        height close to the surface picks the crossing there; points off the DEM get NaN.
-        Rows whose time lies outside the orbit raise ``GeometryError``.
+        GDAL-readable raster path (or ``Dem``) whose surface is intersected instead; points
+        off the DEM get NaN. Rows whose time lies outside the orbit raise ``GeometryError``.
         """
         rows, cols, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (
             rows, cols, 0.0 if height is None else height)))
@@ -318,7 +316,7 @@ class SensorModel:
         if dem is None:
             lon, lat = self.time_range_to_lonlat(t, rng, h)
             return np.degrees(lon), np.degrees(lat), np.where(np.isfinite(lon), h, np.nan)
-        return self._intersect_dem(t, rng, dem, None if height is None else h)
+        return self._intersect_dem(t, rng, dem)
 
     def time_range_to_lonlat(self, t, rng, h, start=None):
         """Longitude and latitude (radians) of the target at time t, slant range rng, height h.
@@ -360,10 +358,10 @@ class SensorModel:
             final = not np.nanmax(np.abs(step * rho), initial=0.0) > 1e-6  # then one more pass
         return np.arctan2(y, x), np.arctan2(sphi, cphi)
 
-    def _intersect_dem(self, t, rng, dem, start=None, tol_m=1e-3, max_iter=50):
+    def _intersect_dem(self, t, rng, dem, tol_m=1e-3, max_iter=50):
         from .dem import Dem
         dem = dem if isinstance(dem, Dem) else Dem(dem)
-        h = np.full(t.shape, float(np.nanmedian(dem.heights))) if start is None else np.array(start, np.float64)
+        h = np.full(t.shape, float(np.nanmedian(dem.heights)))
         lon, lat = self.time_range_to_lonlat(t, rng, h)
         h_prev = r_prev = None
         for _ in range(max_iter):

@@ -48,7 +48,7 @@ def test_oracle_mosaic_reproduces_ground_truth(alpine_pair, oracle, tmp_path, pa
 def test_patch_geometry_defaults_to_the_matchers_own(alpine_pair, oracle, tmp_path):
     """Left unset, patch size and overlap are the matcher's (light: 256/64, what it was trained
     on); given, they win. The 300-pixel image holds 3 x 3 patches of 128 every 88 pixels."""
-    from sar_stereo_plugin.core.patches import MATCHING_ITEM
+    from sar_stereo_plugin.core.raster import MATCHING_ITEM
     paths, _ = alpine_pair
     matcher = oracle(paths["ground_truth"])
     matcher.patch_size, matcher.overlap = 128, 40

@@ -46,9 +46,8 @@ from scipy import ndimage
 
 from .errors import GeometryError, RasterError, located
 from .pair import _heading_and_incidence
-from .patches import MATCHING_ITEM
 from .products import read_pair_models
-from .raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
+from .raster import MATCHING_ITEM, SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
 from .sensor import triangulate
 
 ELEVATION_ITEM = "SARSTEREO_ELEVATION"  # DEM metadata: source and settings (both sensor models beside)

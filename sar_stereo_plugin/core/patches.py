@@ -22,11 +22,10 @@ from scipy.ndimage import map_coordinates
 
 from .errors import GeometryError, RasterError, SensorModelError, located
 from .matchers import MatchingCanceled, PatchPair
-from .raster import (REFERENCE_IMAGE_ITEM, SECONDARY_IMAGE_ITEM, SECONDARY_SENSOR_ITEM, SENSOR_ITEM, gcp_grid,
-                     gcp_height, geotiff_writer, open_raster, read_amplitude)
+from .raster import (MATCHING_ITEM, REFERENCE_IMAGE_ITEM, SECONDARY_IMAGE_ITEM, SECONDARY_SENSOR_ITEM, SENSOR_ITEM,
+                     gcp_grid, gcp_height, geotiff_writer, open_raster, read_amplitude)
 
 MATCH_BANDS = ("secondary_row", "secondary_col", "certainty")
-MATCHING_ITEM = "SARSTEREO_MATCHING"
 PRIOR_STEP = 16  # reference pixels between nodes of the predicted secondary position
 WINDOW_MARGIN_PX = 8  # secondary pixels added around the predicted extent
 MIN_PATCH = 16

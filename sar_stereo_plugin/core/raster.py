@@ -19,6 +19,7 @@ SENSOR_ITEM = "SARSTEREO_SENSOR"  # the (reference) sensor model, schema sarster
 SECONDARY_SENSOR_ITEM = "SARSTEREO_SECONDARY_SENSOR"
 REFERENCE_IMAGE_ITEM = "SARSTEREO_REFERENCE_IMAGE"
 SECONDARY_IMAGE_ITEM = "SARSTEREO_SECONDARY_IMAGE"
+MATCHING_ITEM = "SARSTEREO_MATCHING"  # match raster: matcher, settings and its certainty threshold (JSON)
 
 
 @contextmanager

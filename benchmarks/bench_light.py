@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from sar_stereo_plugin.core.evaluate import evaluate_matches  # noqa: E402
 from sar_stereo_plugin.core.matchers import create_matcher  # noqa: E402
-from sar_stereo_plugin.core.patches import MatchSettings, match_pair  # noqa: E402
+from sar_stereo_plugin.core.matching import MatchSettings, match_pair  # noqa: E402
 
 DATA = ROOT / "build" / "bench-data"
 PATHS = {k: DATA / f"demo_{k}.tif" for k in ("reference", "secondary", "truth")}
@@ -26,7 +26,8 @@ _STATE = {}
 
 def make_pair():
     """Simulate the demo pair into build/bench-data (run in its own process: its memory is not the case's)."""
-    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.simulate import simulate_pair
     DATA.mkdir(parents=True, exist_ok=True)
     simulate_pair(None, FlightDesign(), seed=0, reference_output=PATHS["reference"],
                   secondary_output=PATHS["secondary"], ground_truth_output=PATHS["truth"])

@@ -42,8 +42,9 @@ _CACHE = {}
 def _patch():
     """The 512 x 512 pair, its prior and ground truth (simulated once per process)."""
     if not _CACHE:
+        from sar_stereo_plugin.core.flight import FlightDesign
         from sar_stereo_plugin.core.matchers import PatchPair
-        from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+        from sar_stereo_plugin.core.simulate import simulate_pair
         dem = SHARED / "dem" / "hintereisferner_srtm3.tif"
         sim = simulate_pair(str(dem) if dem.exists() else None, FlightDesign(rows=512, cols=512), seed=1,
                             return_arrays=True)
@@ -61,6 +62,7 @@ def _patch():
 def _loop_match(matcher, pair, rows, cols):
     """The comparator: the same pyramid, levels and prior, one window at a time with OpenCV."""
     import cv2
+
     from sar_stereo_plugin.core.matchers import poc
     ref, sec = poc._log_amplitude(pair.reference), poc._log_amplitude(pair.secondary)
     prior = pair.prior
@@ -167,10 +169,11 @@ def _sub_model(model, row0, rows):
 
 def make_big_pair():
     """Simulate the 8192^2 pair strip by strip into build/bench-data (run in its own process)."""
+    from sar_stereo_plugin.core.dem import open_dem
+    from sar_stereo_plugin.core.flight import FlightDesign
     from sar_stereo_plugin.core.products import image_writer
     from sar_stereo_plugin.core.raster import SENSOR_ITEM, geotiff_writer
-    from sar_stereo_plugin.core.simulate import (GROUND_TRUTH_BANDS, FlightDesign, SimulationOptions, open_dem,
-                                                 simulate_pair)
+    from sar_stereo_plugin.core.simulate import GROUND_TRUTH_BANDS, SimulationOptions, simulate_pair
     DATA.mkdir(parents=True, exist_ok=True)
     dem = open_dem(str(SHARED / "dem" / "oetztal_srtm3.tif"))
     design = FlightDesign(reference_incidence_deg=45.0, secondary_incidence_deg=60.0, altitude_m=25000.0,
@@ -202,6 +205,7 @@ def make_big_pair():
 def _prior_dem():
     """The scene DEM smoothed over ~1 km: a coarse prior, as SRTM would be for a real pair."""
     from scipy.ndimage import gaussian_filter
+
     from sar_stereo_plugin.core.dem import Dem
     dem = Dem(str(SHARED / "dem" / "oetztal_srtm3.tif"))
     heights = gaussian_filter(np.nan_to_num(dem.heights, nan=float(np.nanmedian(dem.heights))), 5.0)

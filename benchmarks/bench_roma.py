@@ -17,10 +17,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sar_stereo_plugin.core.matchers import PatchPair  # noqa: E402
-from sar_stereo_plugin.core.matchers import roma  # noqa: E402
-from sar_stereo_plugin.core.patches import MatchSettings, match_pair  # noqa: E402
-from sar_stereo_plugin.core.simulate import FlightDesign, height_bounds, open_dem, simulate_pair  # noqa: E402
+from sar_stereo_plugin.core.dem import height_bounds, open_dem
+from sar_stereo_plugin.core.flight import FlightDesign
+from sar_stereo_plugin.core.matchers import (
+    PatchPair,  # noqa: E402
+    roma,  # noqa: E402
+)
+from sar_stereo_plugin.core.matching import MatchSettings, match_pair  # noqa: E402
+from sar_stereo_plugin.core.simulate import simulate_pair  # noqa: E402
 
 SIZE, PATCH, OVERLAP, COARSE = 512, 256, 32, 224
 _STATE = {}

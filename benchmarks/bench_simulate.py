@@ -13,7 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sar_stereo_plugin.core.simulate import FlightDesign, open_dem, simulate_pair  # noqa: E402
+from sar_stereo_plugin.core.dem import open_dem
+from sar_stereo_plugin.core.flight import FlightDesign
+from sar_stereo_plugin.core.simulate import simulate_pair  # noqa: E402
 from sar_stereo_plugin.core.terrain import terrain_fractions  # noqa: E402
 
 SHARED = Path(os.environ.get("SARSTEREO_SHARED_DATA", ROOT.parent / "shared" / "data"))

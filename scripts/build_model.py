@@ -8,9 +8,16 @@ it in the graphical modeler to see or edit it.
 import sys
 from pathlib import Path
 
-from qgis.core import (QgsApplication, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
-                       QgsProcessingModelChildParameterSource, QgsProcessingModelOutput,
-                       QgsProcessingModelParameter, QgsProcessingParameterEnum, QgsProcessingParameterRasterLayer)
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingModelOutput,
+    QgsProcessingModelParameter,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterRasterLayer,
+)
 from qgis.PyQt.QtCore import QPointF
 
 TARGET = Path(__file__).resolve().parents[1] / "sar_stereo_plugin" / "processing" / "models" / "radargrammetry.model3"

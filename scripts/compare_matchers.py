@@ -32,7 +32,7 @@ SHARED = Path(os.environ.get("SARSTEREO_SHARED_DATA", ROOT.parent / "shared" / "
 
 
 def scenes(which):
-    from sar_stereo_plugin.core.simulate import FlightDesign
+    from sar_stereo_plugin.core.flight import FlightDesign
     common = dict(pixel_spacing_m=7.5, altitude_m=12000.0, rows=768, cols=768)
     if which == "validation":
         return {"Swiss Alps (validation)": (SHARED / "dem" / "swiss_alps_46m.tif", FlightDesign(
@@ -46,7 +46,8 @@ def scenes(which):
 
 
 def simulate(folder, dem, flight, seed):
-    from sar_stereo_plugin.core.simulate import open_dem, simulate_pair
+    from sar_stereo_plugin.core.dem import open_dem
+    from sar_stereo_plugin.core.simulate import simulate_pair
     folder.mkdir(parents=True, exist_ok=True)
     paths = {key: folder / f"{key}.tif" for key in ("reference", "secondary", "truth", "source_dem")}
     if not all(p.exists() for p in paths.values()):
@@ -60,7 +61,7 @@ def evaluate(paths, folder, name, settings):
     from sar_stereo_plugin.core.elevation import generate_elevation
     from sar_stereo_plugin.core.evaluate import evaluate_dem, evaluate_matches
     from sar_stereo_plugin.core.matchers import create_matcher
-    from sar_stereo_plugin.core.patches import match_pair
+    from sar_stereo_plugin.core.matching import match_pair
     matches, dem = folder / f"matches_{name}.tif", folder / f"dem_{name}.tif"
     matcher = create_matcher(name)
     start = time.perf_counter()
@@ -98,7 +99,7 @@ def main():
     parser.add_argument("--scenes", choices=("test", "validation"), default="test")
     parser.add_argument("--band", type=float, help="epipolar band, pixels (0: none; default: MatchSettings')")
     args = parser.parse_args()
-    from sar_stereo_plugin.core.patches import MatchSettings
+    from sar_stereo_plugin.core.matching import MatchSettings
     settings = MatchSettings(patch_size=args.patch_size, overlap=args.overlap, height_uncertainty_m=300.0)
     if args.band is not None:
         settings = replace(settings, epipolar_band_px=args.band or None)

@@ -23,7 +23,8 @@ from matplotlib.patches import Patch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair  # noqa: E402
+from sar_stereo_plugin.core.flight import FlightDesign
+from sar_stereo_plugin.core.simulate import simulate_pair  # noqa: E402
 
 SHARED = Path(os.environ.get("SARSTEREO_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DESIGN = FlightDesign(altitude_m=12000.0, reference_incidence_deg=35.0, secondary_incidence_deg=55.0,

@@ -51,7 +51,7 @@ TEST_SETTINGS = dict(patch_size=256, overlap=32, height_uncertainty_m=800.0)  # 
 
 
 def design(rng):
-    from sar_stereo_plugin.core.simulate import FlightDesign
+    from sar_stereo_plugin.core.flight import FlightDesign
     ref = float(rng.uniform(25.0, 45.0))
     return FlightDesign(look_side=str(rng.choice(["left", "right"])), heading_deg=float(rng.uniform(0.0, 360.0)),
                         altitude_m=12000.0, reference_incidence_deg=ref,
@@ -112,9 +112,9 @@ def build(work, pairs_per_dem, seed):
 def evaluate(weights, work, threads):
     """Light vs POC on a pair simulated over the withheld DEM (accuracy over valid truth pixels)."""
     from sar_stereo_plugin.core.evaluate import evaluate_matches
+    from sar_stereo_plugin.core.flight import FlightDesign
     from sar_stereo_plugin.core.matchers import create_matcher
-    from sar_stereo_plugin.core.patches import MatchSettings, match_pair
-    from sar_stereo_plugin.core.simulate import FlightDesign
+    from sar_stereo_plugin.core.matching import MatchSettings, match_pair
     flight = FlightDesign(heading_deg=30.0, altitude_m=12000.0, reference_incidence_deg=35.0,
                           secondary_incidence_deg=50.0, pixel_spacing_m=5.0, rows=SIZE, cols=SIZE)
     ref, sec, gt = simulate(SHARED / "dem" / TEST_DEM, flight, 777, work / "test", "south_glacier")

@@ -73,6 +73,7 @@ class _Oracle(Matcher):
 
     def match(self, pairs):
         import numpy as np
+
         from sar_stereo_plugin.core.matchers import PatchMatch
         out = []
         for p in pairs:
@@ -98,7 +99,8 @@ def oracle():
 @pytest.fixture(scope="session")
 def alpine_pair(tmp_path_factory, shared_data):
     """A small 35/55 degree pair over Hintereisferner with ground truth: (paths dict, result)."""
-    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.simulate import simulate_pair
     tmp = tmp_path_factory.mktemp("alpine_pair")
     paths = {"dem": str(shared_data / "dem" / "hintereisferner_srtm3.tif"), "reference": str(tmp / "ref.tif"),
              "secondary": str(tmp / "sec.tif"), "ground_truth": str(tmp / "gt.tif")}

@@ -9,11 +9,21 @@ from osgeo import gdal
 
 from sar_stereo_plugin.core.dem import Dem
 from sar_stereo_plugin.core.errors import GeometryError, SensorModelError
-from sar_stereo_plugin.core.patches import MatchSettings, plan_pair
-from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
-from sar_stereo_plugin.core.training.dataset import (SCHEMA, SPLITS, DatasetCanceled, DatasetError, PairTruth,
-                                                     as_patch_pair, block_splits, build_dataset, load_manifest,
-                                                     load_sample)
+from sar_stereo_plugin.core.flight import FlightDesign
+from sar_stereo_plugin.core.matching import MatchSettings, plan_pair
+from sar_stereo_plugin.core.simulate import simulate_pair
+from sar_stereo_plugin.core.training.dataset import (
+    SCHEMA,
+    SPLITS,
+    DatasetCanceled,
+    DatasetError,
+    PairTruth,
+    as_patch_pair,
+    block_splits,
+    build_dataset,
+    load_manifest,
+    load_sample,
+)
 
 SETTINGS = dict(patch_size=128, overlap=32, block_px=150, split=(0.5, 0.25, 0.25), seed=0)
 

@@ -8,8 +8,15 @@ import pytest
 from osgeo import gdal
 from pyproj import Transformer
 
-from sar_stereo_plugin.core.elevation import (ElevationCanceled, ElevationSettings, fillable_gaps,
-                                              generate_elevation, grid_points, nice_ceil, utm_crs)
+from sar_stereo_plugin.core.elevation import (
+    ElevationCanceled,
+    ElevationSettings,
+    fillable_gaps,
+    generate_elevation,
+    grid_points,
+    nice_ceil,
+    utm_crs,
+)
 from sar_stereo_plugin.core.errors import GeometryError, RasterError, SensorModelError
 from sar_stereo_plugin.core.evaluate import dem_statistics, evaluate_dem, reference_on_grid
 from sar_stereo_plugin.core.raster import write_geotiff
@@ -18,7 +25,8 @@ from sar_stereo_plugin.core.raster import write_geotiff
 @pytest.fixture(scope="module")
 def oetztal_truth(tmp_path_factory, shared_data):
     """Simulator ground truth (perfect matches) over the Oetztal SRTM DEM, 400 x 400 at 10 m."""
-    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.simulate import simulate_pair
     tmp = tmp_path_factory.mktemp("oetztal")
     dem = str(shared_data / "dem" / "oetztal_srtm3.tif")
     simulate_pair(dem, FlightDesign(rows=400, cols=400, pixel_spacing_m=10.0), seed=1,
@@ -235,7 +243,7 @@ def test_certainty_threshold_defaults_to_the_matchers_own(alpine_pair, oracle, t
     """A matcher's certainty_threshold travels in its match raster and is the elevation step's
     default (the light matcher's is 0.05); a given threshold wins; a ground truth records none (0)."""
     from sar_stereo_plugin.core.matchers.light import LightMatcher
-    from sar_stereo_plugin.core.patches import MatchSettings, match_pair
+    from sar_stereo_plugin.core.matching import MatchSettings, match_pair
     paths, _ = alpine_pair
     matcher = oracle(paths["ground_truth"], certainty=lambda pair: 0.3 if pair.reference_origin[1] else 0.9)
     matcher.certainty_threshold = 0.5

@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from sar_stereo_plugin.core import (GeometryError, SensorModel, height_sensitivity, intersection_angle,
-                                    read_sensor_model, triangulate)
-from sar_stereo_plugin.core import ellipsoid
+from sar_stereo_plugin.core import (
+    GeometryError,
+    SensorModel,
+    ellipsoid,
+    height_sensitivity,
+    intersection_angle,
+    read_sensor_model,
+    triangulate,
+)
 from sar_stereo_plugin.core.dem import Dem
 from sar_stereo_plugin.core.flight import level_flight_model
 from sar_stereo_plugin.core.orbit import Orbit

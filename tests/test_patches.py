@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from sar_stereo_plugin.core.dem import height_bounds, open_dem
 from sar_stereo_plugin.core.errors import GeometryError, RasterError, SensorModelError
 from sar_stereo_plugin.core.evaluate import evaluate_matches
 from sar_stereo_plugin.core.matchers import Matcher, MatchingCanceled
-from sar_stereo_plugin.core.patches import MatchSettings, match_pair
+from sar_stereo_plugin.core.matching import MatchSettings, match_pair
 from sar_stereo_plugin.core.products import read_pair_models, write_image
-from sar_stereo_plugin.core.simulate import height_bounds, open_dem
 
 
 def _covering(paths, **kw):
@@ -65,7 +65,7 @@ def test_patch_geometry_defaults_to_the_matchers_own(alpine_pair, oracle, tmp_pa
 def test_pairs_carry_the_epipolar_direction_and_the_band(alpine_pair):
     """Every PatchPair knows the direction in which a rising height moves its pixels in the
     secondary (range, for these parallel same-side tracks) and how far across it the truth may lie."""
-    from sar_stereo_plugin.core.patches import plan_pair
+    from sar_stereo_plugin.core.matching import plan_pair
     paths, _ = alpine_pair
     for band, expected in ((None, np.inf), (5.0, 5.0)):
         plan = plan_pair(paths["reference"], paths["secondary"], _covering(paths, patch_size=96, overlap=24,

@@ -77,11 +77,11 @@ def winnipeg_layer(winnipeg, qgis_new_project):
 def _second_view_of(model_path, tmp_path, incidence_offset_deg):
     """A GeoTIFF carrying a designed right-looking model over the centre of a real scene."""
     from sar_stereo_plugin.core.flight import level_flight_model
-    from sar_stereo_plugin.core.pair import _heading_and_incidence
     from sar_stereo_plugin.core.products import read_sensor_model, write_image
+    from sar_stereo_plugin.core.stereo import look_angles
     ref = read_sensor_model(model_path)
     lon, lat, h = ref.rdr2geo(ref.rows / 2, ref.cols / 2, height=240.0)
-    heading, incidence = _heading_and_incidence(ref, float(lon), float(lat), 240.0)
+    heading, incidence = look_angles(ref, float(lon), float(lat), 240.0)
     sec = level_flight_model(float(lon), float(lat), 240.0, heading, 12500.0, incidence + incidence_offset_deg,
                              look_side=ref.look_side, wavelength_m=ref.wavelength_m, range_spacing_m=6.0,
                              azimuth_spacing_m=6.0, rows=300, cols=300)
@@ -123,6 +123,7 @@ def test_inspectpair_rejects_parallel_views(plugin, winnipeg_layer, tmp_path):
 
 def test_inspectpair_names_file_without_model(plugin, tmp_path):
     import processing
+
     from sar_stereo_plugin.core.raster import write_geotiff
     bare = tmp_path / "bare.tif"
     write_geotiff(bare, np.ones((10, 10)))

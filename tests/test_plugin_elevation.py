@@ -4,7 +4,7 @@ layers, the report, and clear errors."""
 import json
 
 import pytest
-from qgis.core import (QgsHillshadeRenderer, QgsProcessingException, QgsProject, QgsSingleBandPseudoColorRenderer)
+from qgis.core import QgsHillshadeRenderer, QgsProcessingException, QgsProject, QgsSingleBandPseudoColorRenderer
 
 
 def _ramp(layer):

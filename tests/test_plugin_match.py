@@ -1,9 +1,7 @@
 """sarstereo:matchpair and sarstereo:evaluatematches as a QGIS user runs them."""
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsSingleBandPseudoColorRenderer
@@ -69,6 +67,7 @@ def test_matchpair_cancel_leaves_no_output(plugin, alpine_pair, tmp_path):
 def test_weights_folder_setting(plugin):
     """The provider declares its weights folder in the Processing options, and removes it on unload."""
     from processing.core.ProcessingConfig import ProcessingConfig
+
     from sar_stereo_plugin.processing.common import WEIGHTS_SETTING
     assert ProcessingConfig.settings[WEIGHTS_SETTING].group == "SAR stereo radargrammetry"
     plugin.unload()

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import (QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback, QgsProject,
-                       QgsRasterLayer)
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject
 
 
 def _outputs(tmp_path):
@@ -19,6 +18,7 @@ def _outputs(tmp_path):
 def alpine(tmp_path_factory, qgis_iface, qgis_processing, shared_data):
     """A 35/55 degree pair over the Hintereisferner DEM, simulated through the algorithm."""
     import processing
+
     import sar_stereo_plugin
     plugin = sar_stereo_plugin.classFactory(qgis_iface)
     plugin.initProcessing()
@@ -112,6 +112,7 @@ def test_inspectpair_takes_height_from_gcps(plugin, alpine, tmp_path):
     """Without HEIGHT or DEM, a simulated pair is placed at its GCPs' height (on the DEM), not at 0 m,
     which the airborne near range would not even reach over the Alps."""
     import processing
+
     from sar_stereo_plugin.core.dem import Dem
     dem, _, sim = alpine
     result = processing.run("sarstereo:inspectpair", {

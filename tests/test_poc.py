@@ -146,7 +146,8 @@ def test_simulated_pair_against_ground_truth(shared_data, tmp_path):
     """A 256 x 256 same-side pair (35/55 degrees, 5 m pixels, independent speckle) over the
     Hintereisferner; the prior comes from both sensor models at the scene's median height, the
     search range from +-300 m around it, as the patch engine does."""
-    from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.simulate import simulate_pair
     sim = simulate_pair(shared_data / "dem" / "hintereisferner_srtm3.tif", FlightDesign(rows=256, cols=256),
                         seed=3, return_arrays=True)
     gt = sim.arrays["ground_truth"]

@@ -10,8 +10,14 @@ from osgeo import gdal
 
 from sar_stereo_plugin.core import RasterError, SarStereoError, SensorModelError, read_sensor_model
 from sar_stereo_plugin.core.flight import level_flight_model
-from sar_stereo_plugin.core.products import (SPEED_OF_LIGHT, nisar_to_geotiff, read_nisar_rslc, sidecar_path,
-                                             write_image, write_sensor_model)
+from sar_stereo_plugin.core.products import (
+    SPEED_OF_LIGHT,
+    nisar_to_geotiff,
+    read_nisar_rslc,
+    sidecar_path,
+    write_image,
+    write_sensor_model,
+)
 from sar_stereo_plugin.core.raster import SENSOR_ITEM, write_geotiff
 
 SWATHS = "science/LSAR/SLC/swaths"

@@ -15,6 +15,7 @@ from sar_stereo_plugin.core.matchers.stretch import amplitude_to_uint8
 
 torch = pytest.importorskip("torch")
 roma = pytest.importorskip("sar_stereo_plugin.core.matchers.roma")
+weight_files = pytest.importorskip("sar_stereo_plugin.core.matchers.weights")
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(device="cpu", coarse_res=112, upsample_res=None, batch_size=2)
 
@@ -41,7 +42,7 @@ def matcher(weights_dir):
 @pytest.fixture
 def no_weights_anywhere(tmp_path, monkeypatch):
     """The plugin's folder and the download cache are empty folders of tmp_path."""
-    monkeypatch.setattr(roma, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")
+    monkeypatch.setattr(weight_files, "PLUGIN_WEIGHTS_DIR", tmp_path / "plugin")
     monkeypatch.setenv("SARSTEREO_WEIGHTS_DIR", str(tmp_path / "cache"))
     return tmp_path
 
@@ -205,7 +206,7 @@ def test_download_once_atomically(no_weights_anywhere, monkeypatch):
 
     def no_network(*args, **kwargs):
         raise AssertionError("downloaded twice")
-    monkeypatch.setattr(roma.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(weight_files.urllib.request, "urlopen", no_network)
     assert roma.resolve_weights(allow_download=True) == found  # second time: from the cache
 
     # The cache holds these files now: a matcher loads them (they are no checkpoints here).
@@ -229,7 +230,7 @@ def test_failed_download_leaves_nothing(no_weights_anywhere, monkeypatch):
             raise Stop
     dest = no_weights_anywhere / "cache" / "big.bin"
     with pytest.raises(Stop):
-        roma.download(big.as_uri(), dest, progress=cancel)
+        weight_files.download(big.as_uri(), dest, progress=cancel)
     assert not any(dest.parent.iterdir())  # neither the file nor its temporary
 
 
@@ -297,8 +298,10 @@ def test_symmetric_and_upsampled(states):
 
 
 def test_match_pair_end_to_end(tmp_path, matcher):
-    from sar_stereo_plugin.core.patches import MatchSettings, match_pair
-    from sar_stereo_plugin.core.simulate import FlightDesign, height_bounds, open_dem, simulate_pair
+    from sar_stereo_plugin.core.dem import height_bounds, open_dem
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.matching import MatchSettings, match_pair
+    from sar_stereo_plugin.core.simulate import simulate_pair
     paths = {k: tmp_path / f"{k}.tif" for k in ("reference", "secondary", "truth")}
     simulate_pair(None, FlightDesign(rows=200, cols=200), reference_output=paths["reference"],
                   secondary_output=paths["secondary"], ground_truth_output=paths["truth"])

@@ -16,12 +16,11 @@ from pyproj import Transformer
 
 from sar_stereo_plugin.core import ellipsoid, triangulate
 from sar_stereo_plugin.core.dem import Dem
-from sar_stereo_plugin.core.errors import GeometryError, RasterError, SarStereoError
-from sar_stereo_plugin.core.flight import level_flight_model
+from sar_stereo_plugin.core.errors import GeometryError, RasterError, SarStereoError, SimulationCanceled
+from sar_stereo_plugin.core.flight import FlightDesign, level_flight_model
 from sar_stereo_plugin.core.products import read_sensor_model
-from sar_stereo_plugin.core.raster import SENSOR_ITEM
-from sar_stereo_plugin.core.simulate import (SECONDARY_SENSOR_ITEM, FlightDesign, SimulationCanceled,
-                                             SimulationOptions, simulate_pair)
+from sar_stereo_plugin.core.raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM
+from sar_stereo_plugin.core.simulate import SimulationOptions, simulate_pair
 
 TM = "+proj=tmerc +lat_0=46.5 +lon_0=9 +k=1 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
 TO_LONLAT = Transformer.from_crs(TM, "EPSG:4326", always_xy=True)

@@ -9,7 +9,8 @@ import pytest
 from pyproj import Transformer
 
 from sar_stereo_plugin.core.dem import Dem
-from sar_stereo_plugin.core.simulate import FlightDesign, simulate_pair
+from sar_stereo_plugin.core.flight import FlightDesign
+from sar_stereo_plugin.core.simulate import simulate_pair
 from sar_stereo_plugin.core.terrain import terrain_fractions
 
 ALPINE = ["hintereisferner_srtm3.tif", "oetztal_srtm3.tif", "south_glacier_20m_utm7n.tif", "swiss_alps_46m.tif"]

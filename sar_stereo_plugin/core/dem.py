@@ -9,7 +9,8 @@ from osgeo import gdal, osr
 from pyproj import CRS, Transformer
 from scipy.ndimage import map_coordinates
 
-from .errors import RasterError
+from .errors import RasterError, located
+from .pixels import from_gdal, inside, to_gdal
 
 gdal.UseExceptions()
 
@@ -62,6 +63,7 @@ class Dem:
             raise RasterError(f"{self.path}: field 'band 1': holds no valid height (all nodata/NaN); "
                               "give a DEM with heights, or fix its nodata value")
         self.heights, self.geotransform = heights, gt
+        self.bounds, self.checked = None, False  # height_bounds() and open_dem() fill them in
         self.crs = CRS.from_wkt(wkt)
         srs = osr.SpatialReference(wkt=wkt)
         self.is_geographic = bool(srs.IsGeographic())
@@ -75,11 +77,11 @@ class Dem:
     def pixel_to_xy(self, rows, cols):
         """Map coordinates of (row, col) with integer values at pixel centres."""
         gt = self.geotransform
-        return gt[0] + (np.asarray(cols) + 0.5) * gt[1], gt[3] + (np.asarray(rows) + 0.5) * gt[5]
+        return gt[0] + to_gdal(np.asarray(cols)) * gt[1], gt[3] + to_gdal(np.asarray(rows)) * gt[5]
 
     def xy_to_pixel(self, x, y):
         gt = self.geotransform
-        return (np.asarray(y) - gt[3]) / gt[5] - 0.5, (np.asarray(x) - gt[0]) / gt[1] - 0.5
+        return from_gdal((np.asarray(y) - gt[3]) / gt[5]), from_gdal((np.asarray(x) - gt[0]) / gt[1])
 
     def lonlat_to_pixel(self, lon, lat):
         """DEM (row, col) of geographic points (degrees), integer at pixel centres."""
@@ -121,11 +123,38 @@ class Dem:
         x, y = self._from_lonlat.transform(lon, lat)
         rows, cols = self.xy_to_pixel(x, y)
         n_rows, n_cols = self.shape
-        inside = (rows >= -0.5) & (rows <= n_rows - 0.5) & (cols >= -0.5) & (cols <= n_cols - 0.5)
+        on_grid = inside(rows, cols, self.shape)
         out = map_coordinates(self.heights, [np.clip(rows, 0, n_rows - 1).ravel(),
                                              np.clip(cols, 0, n_cols - 1).ravel()],
                               order=1, mode="nearest").reshape(lon.shape)
-        return np.where(inside, out, np.nan)
+        return np.where(on_grid, out, np.nan)
+
+
+def open_dem(dem):
+    """A checked :class:`Dem` from a path, a Dem, or None (the embedded Jacksboro DEM): the one way
+    every step turns a DEM argument into heights it can trust."""
+    if isinstance(dem, Dem) and dem.checked:
+        return dem
+    if dem is None:
+        dem = load_default_dem()
+    elif not isinstance(dem, Dem):
+        dem = Dem(dem)
+    lo, hi, _ = height_bounds(dem)
+    if lo < -1000.0 or hi > 10000.0:
+        raise RasterError(located(dem.path, "band 1", f"heights {lo:g}..{hi:g} are not terrain heights in metres; "
+                                                      "set the DEM's nodata value or convert it to metres"))
+    if min(dem.shape) < 2:
+        raise RasterError(located(dem.path, "band 1", f"{dem.shape} pixels; the DEM needs at least 2 x 2"))
+    dem.checked = True
+    return dem
+
+
+def height_bounds(dem):
+    """(lowest, highest, median) height of the DEM, metres (computed once per Dem)."""
+    if dem.bounds is None:
+        finite = dem.heights[np.isfinite(dem.heights)]
+        dem.bounds = float(finite.min()), float(finite.max()), float(np.median(finite))
+    return dem.bounds
 
 
 DEFAULT_DEM_NAME = "jacksboro_fault_dem.npz (matplotlib sample data)"

@@ -44,20 +44,17 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 from scipy import ndimage
 
-from .errors import GeometryError, RasterError, located
-from .pair import _heading_and_incidence
+from .atomic import atomic_file, atomic_outputs
+from .errors import ElevationCanceled, GeometryError, RasterError, located
+from .evaluate import MAX_CELLS, evaluate_dem
 from .products import read_pair_models
+from .progress import Progress
 from .raster import MATCHING_ITEM, SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
-from .sensor import triangulate
+from .stereo import look_angles, triangulate
 
 ELEVATION_ITEM = "SARSTEREO_ELEVATION"  # DEM metadata: source and settings (both sensor models beside)
 BLOCK_ROWS = 256
-MAX_CELLS = 400_000_000  # 1.6 GB a float32 band: beyond it the resolution is surely a mistake
 _NICE = (1.0, 2.0, 2.5, 5.0, 10.0)
-
-
-class ElevationCanceled(GeometryError):
-    """The caller's ``is_canceled`` returned True; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +119,11 @@ class Grid:
     def geotransform(self):
         return (self.x0, self.resolution, 0.0, self.y0, 0.0, -self.resolution)
 
+    @property
+    def crs_name(self):
+        """The CRS as "EPSG:n" where it has a code, else WKT."""
+        return _crs_name(CRS.from_wkt(self.wkt))
+
     def locate(self, x, y):
         """Flat cell index of map points (-1 outside the grid), and their offsets (east, north,
         metres) from their cell's centre."""
@@ -147,6 +149,36 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     start = time.perf_counter()
     settings = settings or ElevationSettings()
     settings.validate()
+    steps = Progress(progress, is_canceled, ElevationCanceled, "elevation: canceled; nothing was written")
+    ds, ref, sec = _open_matches(matches)
+    points = _triangulate_all(ds, ref, sec, settings, matches, steps.part(0.0, 0.8))
+    grid, (dem, count, uncertainty, filled), used = _grid_dem(points, ref, sec, settings)
+    steps.check()
+    meta = {ELEVATION_ITEM: json.dumps({
+        "matches": str(matches), "settings": {**asdict(settings), "certainty_threshold": points.threshold,
+                                              "max_residual_m": points.max_residual,
+                                              "resolution_m": grid.resolution, "crs": grid.crs_name},
+        "vertical_datum": "WGS84 ellipsoid"}),
+        SENSOR_ITEM: json.dumps(ref.to_dict()), SECONDARY_SENSOR_ITEM: json.dumps(sec.to_dict())}
+    write = dict(geotransform=grid.geotransform, crs=grid.wkt, nodata=float("nan"), metadata=meta)
+    with atomic_outputs(output, count_output, uncertainty_output) as (dem_tmp, count_tmp, uncertainty_tmp):
+        write_geotiff(dem_tmp, dem, band_names=("height_m",), **write)
+        if count_tmp:
+            write_geotiff(count_tmp, count, band_names=("points",), **{**write, "nodata": None})
+        if uncertainty_tmp:
+            write_geotiff(uncertainty_tmp, uncertainty, band_names=("uncertainty_m",), **write)
+    result = ElevationResult(str(output), count_output and str(count_output),
+                             uncertainty_output and str(uncertainty_output), grid.crs_name, grid.resolution,
+                             (grid.rows, grid.cols), points.threshold, points.matches_used, used,
+                             int((count > 0).sum()), int(filled.sum()), points.max_residual,
+                             time.perf_counter() - start)
+    _evaluate(result, reference_dem, error_output, report)
+    steps.done()
+    return result
+
+
+def _open_matches(matches):
+    """(dataset, reference model, secondary model) of a match raster, checked."""
     ref, sec = read_pair_models(matches)
     ds = open_raster(matches, "MATCHES")
     if ds.RasterCount < 3:
@@ -155,85 +187,47 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     if (ds.RasterYSize, ds.RasterXSize) != (ref.rows, ref.cols):
         raise RasterError(located(matches, "size", f"{ds.RasterYSize} x {ds.RasterXSize} pixels, but its reference "
                                                    f"sensor model describes {ref.rows} x {ref.cols}"))
-    max_residual = settings.max_residual_m or 2.0 * max(_pixel_spacings(ref) + _pixel_spacings(sec))
-    threshold = settings.certainty_threshold
-    if threshold is None:
-        threshold = float(json.loads(ds.GetMetadataItem(MATCHING_ITEM) or "{}").get("certainty_threshold", 0.0))
-    (lon, lat, h, res), matches_used = _triangulate_all(ds, ref, sec, threshold, max_residual, progress,
-                                                        is_canceled)
-    if not matches_used:
-        raise GeometryError(located(matches, "bands 1-3", "holds no match at or above the certainty threshold; "
-                                                          "lower CERTAINTY_THRESHOLD or check the matching step"))
-    if not h.size:
-        raise GeometryError(located(matches, "bands 1-3", f"none of {matches_used} usable matches triangulates "
-                                                          f"within {max_residual:.3g} m; check that the matches "
-                                                          "belong to this pair, or raise MAX_RESIDUAL"))
-    scene_h = float(np.median(h))
-    crs = _output_crs(settings.crs, ref, sec, scene_h)
-    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
-    del lon, lat
-    resolution = settings.resolution_m or nice_ceil(max(_ground_sampling(ref, scene_h) + _ground_sampling(sec, scene_h)))
-    grid = _grid_around(x, y, resolution, crs)
-    cell, east, north = grid.locate(x, y)
-    del x, y
-    inside = cell >= 0
-    cell, h, res, east, north = cell[inside], h[inside], res[inside], east[inside], north[inside]
-    dem, count, uncertainty = grid_points(cell, h, res, grid.rows * grid.cols)
-    # second pass: each point's height carried to its cell centre along the first DEM's slope,
-    # so the median no longer depends on where in a sloping cell the points happen to fall
-    slope_north, slope_east = (np.nan_to_num(g).ravel() for g in
-                               np.gradient(dem.reshape(grid.rows, grid.cols).astype(np.float64), -resolution, resolution))
-    h = h - (slope_east[cell] * east + slope_north[cell] * north)
-    dem, count, uncertainty = grid_points(cell, h, res, grid.rows * grid.cols)
-    dem, count, uncertainty = (a.reshape(grid.rows, grid.cols) for a in (dem, count, uncertainty))
-    filled = fillable_gaps(dem, settings.fill_distance_cells)
-    uncertainty = np.where(filled, _fill(uncertainty, settings.fill_distance_cells), uncertainty)
-    dem = np.where(filled, _fill(dem, settings.fill_distance_cells), dem)
-    _check(is_canceled)
-    meta = {ELEVATION_ITEM: json.dumps({
-        "matches": str(matches), "settings": {**asdict(settings), "certainty_threshold": threshold,
-                                              "max_residual_m": max_residual,
-                                              "resolution_m": resolution, "crs": _crs_name(crs)},
-        "vertical_datum": "WGS84 ellipsoid"}),
-        SENSOR_ITEM: json.dumps(ref.to_dict()), SECONDARY_SENSOR_ITEM: json.dumps(sec.to_dict())}
-    write = dict(geotransform=grid.geotransform, crs=grid.wkt, nodata=float("nan"), metadata=meta)
-    write_geotiff(output, dem, band_names=("height_m",), **write)
-    if count_output:
-        write_geotiff(count_output, count, band_names=("points",), **{**write, "nodata": None})
-    if uncertainty_output:
-        write_geotiff(uncertainty_output, uncertainty, band_names=("uncertainty_m",), **write)
-    result = ElevationResult(str(output), count_output and str(count_output),
-                             uncertainty_output and str(uncertainty_output), _crs_name(crs), resolution,
-                             (grid.rows, grid.cols), threshold, matches_used, int(inside.sum()),
-                             int((count > 0).sum()), int(filled.sum()), max_residual, time.perf_counter() - start)
+    return ds, ref, sec
+
+
+def _evaluate(result, reference_dem, error_output, report):
+    """Evaluate the written DEM against ``reference_dem`` (the run fails as a whole: no DEM without
+    the evaluation asked for), or record the run in ``report``."""
     if reference_dem is not None:
-        from .evaluate import evaluate_dem
         try:
-            evaluate_dem(output, reference_dem, error_output, report, extra={"elevation": result.to_dict()})
-        except Exception:  # a run fails as a whole: no DEM without the evaluation asked for
-            for path in (output, count_output, uncertainty_output):
+            evaluate_dem(result.path, reference_dem, error_output, report, extra={"elevation": result.to_dict()})
+        except Exception:
+            for path in (result.path, result.count_path, result.uncertainty_path):
                 if path:
                     Path(path).unlink(missing_ok=True)
             raise
     elif report:
-        with open(report, "w", encoding="utf-8") as fh:
+        with atomic_file(report) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"elevation": result.to_dict()}, fh, indent=2)
-    if progress:
-        progress(1.0)
-    return result
 
 
-def _check(is_canceled):
-    if is_canceled and is_canceled():
-        raise ElevationCanceled("elevation: canceled; nothing was written")
+@dataclass
+class _Points:
+    """Triangulated points within the misclosure limit, and what selected them."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    h: np.ndarray
+    residual: np.ndarray
+    matches_used: int  # finite matches at or above the certainty threshold
+    threshold: float
+    max_residual: float
 
 
-def _triangulate_all(ds, ref, sec, threshold, max_residual, progress, is_canceled):
-    """((lon, lat, h, misclosure) of the points within the misclosure limit, number of usable
-    matches), triangulated block by block of rows."""
+def _triangulate_all(ds, ref, sec, settings, matches, steps):
+    """The :class:`_Points` of a match raster, triangulated block by block of rows."""
+    max_residual = settings.max_residual_m or 2.0 * max(_pixel_spacings(ref) + _pixel_spacings(sec))
+    threshold = settings.certainty_threshold
+    if threshold is None:
+        threshold = float(json.loads(ds.GetMetadataItem(MATCHING_ITEM) or "{}").get("certainty_threshold", 0.0))
     out, used = [[], [], [], []], 0
     for row0 in range(0, ref.rows, BLOCK_ROWS):
-        _check(is_canceled)
+        steps.check()
         n = min(BLOCK_ROWS, ref.rows - row0)
         r2, c2, cert = (ds.GetRasterBand(b).ReadAsArray(0, row0, ref.cols, n) for b in (1, 2, 3))
         with np.errstate(invalid="ignore"):
@@ -245,9 +239,49 @@ def _triangulate_all(ds, ref, sec, threshold, max_residual, progress, is_cancele
             keep = np.isfinite(h) & (res <= max_residual)
         for acc, a, dtype in zip(out, (lon, lat, h, res), (np.float64, np.float64, np.float32, np.float32)):
             acc.append(a[keep].astype(dtype))
-        if progress:
-            progress(0.8 * (row0 + n) / ref.rows)
-    return tuple(np.concatenate(a) for a in out), used
+        steps((row0 + n) / ref.rows)
+    points = _Points(*(np.concatenate(a) for a in out), used, threshold, max_residual)
+    if not used:
+        raise GeometryError(located(matches, "bands 1-3", "holds no match at or above the certainty threshold; "
+                                                          "lower CERTAINTY_THRESHOLD or check the matching step"))
+    if not points.h.size:
+        raise GeometryError(located(matches, "bands 1-3", f"none of {used} usable matches triangulates "
+                                                          f"within {max_residual:.3g} m; check that the matches "
+                                                          "belong to this pair, or raise MAX_RESIDUAL"))
+    return points
+
+
+def _grid_dem(points, ref, sec, settings):
+    """(grid, (dem, count, uncertainty, filled), points gridded): the points binned into the
+    output grid (module doc), gaps filled."""
+    scene_h = float(np.median(points.h))
+    crs = _output_crs(settings.crs, ref, sec, scene_h)
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(points.lon, points.lat)
+    resolution = settings.resolution_m or nice_ceil(max(_ground_sampling(ref, scene_h) + _ground_sampling(sec, scene_h)))
+    grid = _grid_around(x, y, resolution, crs)
+    cell, east, north = grid.locate(x, y)
+    del x, y
+    inside = cell >= 0
+    cell, h, res, east, north = cell[inside], points.h[inside], points.residual[inside], east[inside], north[inside]
+    n_cells = grid.rows * grid.cols
+    dem = grid_points(cell, h, res, n_cells)[0]
+    # second pass: each point's height carried to its cell centre along the first DEM's slope,
+    # so the median no longer depends on where in a sloping cell the points happen to fall
+    slope_north, slope_east = (np.nan_to_num(g).ravel() for g in _gradient(dem.reshape(grid.rows, grid.cols),
+                                                                           resolution))
+    h = h - (slope_east[cell] * east + slope_north[cell] * north)
+    dem, count, uncertainty = (a.reshape(grid.rows, grid.cols) for a in grid_points(cell, h, res, n_cells))
+    filled = fillable_gaps(dem, settings.fill_distance_cells)
+    uncertainty = np.where(filled, _fill(uncertainty, settings.fill_distance_cells), uncertainty)
+    dem = np.where(filled, _fill(dem, settings.fill_distance_cells), dem)
+    return grid, (dem, count, uncertainty, filled), int(inside.sum())
+
+
+def _gradient(dem, resolution):
+    """(d/dnorth, d/deast) of a grid's heights; zero along an axis too short to differentiate."""
+    dem = dem.astype(np.float64)
+    return tuple(np.gradient(dem, spacing, axis=axis) if dem.shape[axis] > 1 else np.zeros_like(dem)
+                 for axis, spacing in ((0, -resolution), (1, resolution)))
 
 
 def grid_points(cell, h, residual, n_cells):
@@ -315,7 +349,7 @@ def _pixel_spacings(model):
 def _ground_sampling(model, height):
     """(ground-range spacing, azimuth spacing) at the image centre, metres."""
     lon, lat = _centre(model, height)
-    _, incidence = _heading_and_incidence(model, lon, lat, height)
+    _, incidence = look_angles(model, lon, lat, height)
     slant, azimuth = _pixel_spacings(model)
     return [slant / math.sin(math.radians(max(incidence, 5.0))), azimuth]
 
@@ -358,63 +392,3 @@ def _grid_around(x, y, resolution, crs):
         raise GeometryError(located("elevation", "RESOLUTION", f"{resolution:g} m makes a {rows} x {cols} grid; "
                                                                "choose a coarser cell size"))
     return Grid(x0, y0, resolution, rows, cols, crs.to_wkt())
-
-
-def dem_pair_models(dem_ds):
-    """(reference, secondary) sensor models embedded in a DEM made here; None for other DEMs."""
-    if not dem_ds.GetMetadataItem(SENSOR_ITEM) or not dem_ds.GetMetadataItem(SECONDARY_SENSOR_ITEM):
-        return None
-    return read_pair_models(dem_ds.GetDescription())
-
-
-def footprint_grid(models, geotransform, wkt, shape, heights):
-    """(geotransform, rows, cols, row0, col0): a north-up grid extended, cell for cell, until it
-    covers the ground both images of a pair see (the intersection of their bounding boxes: every
-    image border pixel at the low and the high end of ``heights``, their 0.5 and 99.5
-    percentiles, one cell beyond), and where the given grid starts in it. A DEM's coverage is
-    judged on it, so that a DEM whose grid stops short of the imaged ground is not spared the
-    cells it left out."""
-    res_x, res_y = geotransform[1], -geotransform[5]
-    finite = heights[np.isfinite(heights)]
-    finite = np.percentile(finite, [0.5, 99.5]) if finite.size else np.zeros(1)
-    to_map = Transformer.from_crs("EPSG:4326", CRS.from_wkt(wkt), always_xy=True)
-    seen = []  # each image's bounding box on the ground; the pair sees their intersection
-    for model in models:
-        edge_r = np.r_[np.arange(0, model.rows, 16), model.rows - 1].astype(np.float64)
-        edge_c = np.r_[np.arange(0, model.cols, 16), model.cols - 1].astype(np.float64)
-        rows = np.r_[edge_r, edge_r, np.zeros_like(edge_c), np.full_like(edge_c, model.rows - 1)]
-        cols = np.r_[np.zeros_like(edge_r), np.full_like(edge_r, model.cols - 1), edge_c, edge_c]
-        lon, lat, _ = model.rdr2geo(np.tile(rows, finite.size), np.tile(cols, finite.size),
-                                    height=np.repeat(finite, rows.size))
-        x, y = to_map.transform(lon, lat)
-        ok = np.isfinite(x) & np.isfinite(y)
-        if ok.any():
-            seen.append(([x[ok].min(), y[ok].min()], [x[ok].max(), y[ok].max()]))
-    lows = np.minimum(np.max([lo for lo, _ in seen], 0) if seen else np.inf,
-                      [geotransform[0], geotransform[3] - shape[0] * res_y])
-    highs = np.maximum(np.min([hi for _, hi in seen], 0) if seen else -np.inf,
-                       [geotransform[0] + shape[1] * res_x, geotransform[3]])
-    col0 = int(math.ceil((geotransform[0] - lows[0]) / res_x - 1e-9)) + 1
-    row0 = int(math.ceil((highs[1] - geotransform[3]) / res_y - 1e-9)) + 1
-    cols = col0 + int(math.ceil((highs[0] - geotransform[0]) / res_x - 1e-9)) + 1
-    rows = row0 + int(math.ceil((geotransform[3] - lows[1]) / res_y - 1e-9)) + 1
-    if rows * cols > MAX_CELLS:
-        raise GeometryError(located("evaluation", "DEM", f"the imaged ground needs a {rows} x {cols} grid at "
-                                                         f"{res_x:g} m; evaluate a coarser DEM"))
-    gt = (geotransform[0] - col0 * res_x, res_x, 0.0, geotransform[3] + row0 * res_y, 0.0, -res_y)
-    return gt, rows, cols, row0, col0
-
-
-def imaged_area(models, geotransform, wkt, heights):
-    """Cells of a north-up grid whose ground point (at ``heights``, e.g. a reference DEM on that
-    grid) falls inside both images of a pair (``models``: reference and secondary)."""
-    rows, cols = heights.shape
-    x = geotransform[0] + (np.arange(cols) + 0.5) * geotransform[1]
-    y = geotransform[3] + (np.arange(rows) + 0.5) * geotransform[5]
-    lon, lat = Transformer.from_crs(CRS.from_wkt(wkt), "EPSG:4326", always_xy=True).transform(*np.meshgrid(x, y))
-    area = np.isfinite(heights)
-    for model in models:
-        r, c = model.geo2rdr(lon, lat, heights, look_side_only=True)
-        with np.errstate(invalid="ignore"):
-            area &= (r >= -0.5) & (r <= model.rows - 0.5) & (c >= -0.5) & (c <= model.cols - 0.5)
-    return area

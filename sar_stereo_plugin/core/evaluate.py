@@ -15,13 +15,19 @@ match is finite and its certainty reaches the threshold.
 Both rasters are read in row blocks, so the evaluation of large images stays small in memory.
 """
 
+import math
+
 import numpy as np
 from osgeo import gdal
+from pyproj import CRS, Transformer
 
-from .errors import RasterError
-from .raster import open_raster
+from . import pixels
+from .errors import GeometryError, RasterError, located
+from .products import read_pair_models
+from .raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
 
 THRESHOLDS_PX = (1, 3, 5, 10)
+MAX_CELLS = 400_000_000  # 1.6 GB a float32 band: beyond it a grid is surely a mistake
 BLOCK_ROWS = 1024
 
 
@@ -121,13 +127,11 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
     The evaluated area is where the reference has heights and, for a DEM made by
     :func:`.elevation.generate_elevation` (it embeds both sensor models), where the reference's
     ground falls inside both images, all of it: such a DEM is judged on its grid extended over
-    the imaged ground (:func:`.elevation.footprint_grid`). ``coverage`` is the share of the area
+    the imaged ground (:func:`footprint_grid`). ``coverage`` is the share of the area
     where the DEM has a height. Writes ``error_output`` (DEM minus reference, float32, on that
     grid) and ``report`` (JSON, plus an HTML page and a PNG figure beside it) where given.
     Returns the statistics (:func:`dem_statistics`) with the paths.
     """
-    from .elevation import dem_pair_models, footprint_grid, imaged_area
-    from .raster import write_geotiff
     ds = open_raster(dem, "DEM")
     if not ds.GetProjection():
         raise RasterError(f"{dem}: field 'DEM': has no CRS; give a georeferenced DEM")
@@ -151,3 +155,63 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
         from .report import write_dem_report
         stats.update(write_dem_report(report, {**stats, **(extra or {})}, heights, error, area))
     return stats
+
+
+# ---------------------------------------------------------------- the ground a pair images
+def dem_pair_models(dem_ds):
+    """(reference, secondary) sensor models embedded in a DEM made here; None for other DEMs."""
+    if not dem_ds.GetMetadataItem(SENSOR_ITEM) or not dem_ds.GetMetadataItem(SECONDARY_SENSOR_ITEM):
+        return None
+    return read_pair_models(dem_ds.GetDescription())
+
+
+def footprint_grid(models, geotransform, wkt, shape, heights):
+    """(geotransform, rows, cols, row0, col0): a north-up grid extended, cell for cell, until it
+    covers the ground both images of a pair see (the intersection of their bounding boxes: every
+    image border pixel at the low and the high end of ``heights``, their 0.5 and 99.5
+    percentiles, one cell beyond), and where the given grid starts in it. A DEM's coverage is
+    judged on it, so that a DEM whose grid stops short of the imaged ground is not spared the
+    cells it left out."""
+    res_x, res_y = geotransform[1], -geotransform[5]
+    finite = heights[np.isfinite(heights)]
+    finite = np.percentile(finite, [0.5, 99.5]) if finite.size else np.zeros(1)
+    to_map = Transformer.from_crs("EPSG:4326", CRS.from_wkt(wkt), always_xy=True)
+    seen = []  # each image's bounding box on the ground; the pair sees their intersection
+    for model in models:
+        edge_r = np.r_[np.arange(0, model.rows, 16), model.rows - 1].astype(np.float64)
+        edge_c = np.r_[np.arange(0, model.cols, 16), model.cols - 1].astype(np.float64)
+        rows = np.r_[edge_r, edge_r, np.zeros_like(edge_c), np.full_like(edge_c, model.rows - 1)]
+        cols = np.r_[np.zeros_like(edge_r), np.full_like(edge_r, model.cols - 1), edge_c, edge_c]
+        lon, lat, _ = model.rdr2geo(np.tile(rows, finite.size), np.tile(cols, finite.size),
+                                    height=np.repeat(finite, rows.size))
+        x, y = to_map.transform(lon, lat)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.any():
+            seen.append(([x[ok].min(), y[ok].min()], [x[ok].max(), y[ok].max()]))
+    lows = np.minimum(np.max([lo for lo, _ in seen], 0) if seen else np.inf,
+                      [geotransform[0], geotransform[3] - shape[0] * res_y])
+    highs = np.maximum(np.min([hi for _, hi in seen], 0) if seen else -np.inf,
+                       [geotransform[0] + shape[1] * res_x, geotransform[3]])
+    col0 = int(math.ceil((geotransform[0] - lows[0]) / res_x - 1e-9)) + 1
+    row0 = int(math.ceil((highs[1] - geotransform[3]) / res_y - 1e-9)) + 1
+    cols = col0 + int(math.ceil((highs[0] - geotransform[0]) / res_x - 1e-9)) + 1
+    rows = row0 + int(math.ceil((geotransform[3] - lows[1]) / res_y - 1e-9)) + 1
+    if rows * cols > MAX_CELLS:
+        raise GeometryError(located("evaluation", "DEM", f"the imaged ground needs a {rows} x {cols} grid at "
+                                                         f"{res_x:g} m; evaluate a coarser DEM"))
+    gt = (geotransform[0] - col0 * res_x, res_x, 0.0, geotransform[3] + row0 * res_y, 0.0, -res_y)
+    return gt, rows, cols, row0, col0
+
+
+def imaged_area(models, geotransform, wkt, heights):
+    """Cells of a north-up grid whose ground point (at ``heights``, e.g. a reference DEM on that
+    grid) falls inside both images of a pair (``models``: reference and secondary)."""
+    rows, cols = heights.shape
+    x = geotransform[0] + (np.arange(cols) + 0.5) * geotransform[1]
+    y = geotransform[3] + (np.arange(rows) + 0.5) * geotransform[5]
+    lon, lat = Transformer.from_crs(CRS.from_wkt(wkt), "EPSG:4326", always_xy=True).transform(*np.meshgrid(x, y))
+    area = np.isfinite(heights)
+    for model in models:
+        r, c = model.geo2rdr(lon, lat, heights, look_side_only=True)
+        area &= pixels.inside(r, c, (model.rows, model.cols))
+    return area

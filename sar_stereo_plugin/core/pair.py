@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ellipsoid
+from . import ellipsoid, pixels
+from .dem import height_bounds, open_dem
 from .errors import GeometryError
-from .sensor import height_sensitivity, intersection_angle
+from .stereo import height_sensitivity, intersection_angle, look_angles
 
 MIN_INTERSECTION_DEG = 1.0  # below this, a pixel of disparity means kilometres of height
 
@@ -64,18 +65,6 @@ def footprint(model, height, per_edge=16):
     return np.stack([lon, lat], axis=-1)
 
 
-def _heading_and_incidence(model, lon, lat, h):
-    xyz = ellipsoid.llh_to_ecef(lon, lat, h)
-    t, _ = model.ecef_to_time_range(xyz)
-    p, v, _ = model.orbit.state(t)
-    _, d_lon, d_lat = ellipsoid.geodetic_frame(np.radians(lon), np.radians(lat), h)
-    east, north = d_lon / np.linalg.norm(d_lon), d_lat / np.linalg.norm(d_lat)
-    up = np.cross(east, north)
-    heading = np.degrees(np.arctan2(v @ east, v @ north)) % 360.0
-    los = (p - xyz) / np.linalg.norm(p - xyz)
-    return float(heading), float(np.degrees(np.arccos(np.clip(los @ up, -1, 1))))
-
-
 def inspect_pair(ref_model, sec_model, dem=None, height=None, grid=33):
     """Report on a pair; raises GeometryError for a pair that cannot give heights.
 
@@ -83,22 +72,17 @@ def inspect_pair(ref_model, sec_model, dem=None, height=None, grid=33):
     layover/shadow fractions. ``height``: constant ground height (m) otherwise; default the DEM's
     median height, or 0. Grid points whose range cannot reach that height are left out.
     """
-    from .dem import Dem
-    dem = Dem(dem) if isinstance(dem, (str, bytes)) or hasattr(dem, "__fspath__") else dem
+    dem = None if dem is None else open_dem(dem)
     if height is None:
-        height = float(np.nanmedian(dem.heights)) if dem is not None else 0.0
+        height = height_bounds(dem)[2] if dem is not None else 0.0
     rings = {"reference": footprint(ref_model, height), "secondary": footprint(sec_model, height)}
 
     rows, cols = np.meshgrid(np.linspace(0, ref_model.rows - 1, grid),
                              np.linspace(0, ref_model.cols - 1, grid), indexing="ij")
-    if dem is not None:
-        lon, lat, h = ref_model.rdr2geo(rows, cols, dem=dem)
-    else:
-        lon, lat, h = ref_model.rdr2geo(rows, cols, height=height)
+    ground = dict(dem=dem) if dem is not None else dict(height=height)
+    lon, lat, h = ref_model.rdr2geo(rows, cols, **ground)
     seen = np.isfinite(h)
-    sec_rows, sec_cols = sec_model.geo2rdr(np.where(seen, lon, 0), np.where(seen, lat, 0), np.where(seen, h, height))
-    inside = seen & (sec_rows >= -0.5) & (sec_rows <= sec_model.rows - 0.5) \
-        & (sec_cols >= -0.5) & (sec_cols <= sec_model.cols - 0.5)
+    inside = seen & pixels.inside(*sec_model.geo2rdr(lon, lat, h), (sec_model.rows, sec_model.cols))
     overlap = float(inside.sum() / max(seen.sum(), 1))
     if not inside.any():
         raise GeometryError(
@@ -115,7 +99,7 @@ def inspect_pair(ref_model, sec_model, dem=None, height=None, grid=33):
     centre = (float(np.median(lon)), float(np.median(lat)), float(np.median(h)))
     headings, incidences = {}, {}
     for role, model in (("reference", ref_model), ("secondary", sec_model)):
-        headings[role], incidences[role] = _heading_and_incidence(model, *centre)
+        headings[role], incidences[role] = look_angles(model, *centre)
     report = PairReport(
         overlap_fraction=overlap,
         intersection_angle_deg=_stats(angles),

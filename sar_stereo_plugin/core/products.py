@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file, atomic_outputs
 from .errors import RasterError, SarStereoError, SensorModelError, located
 from .raster import SENSOR_ITEM, gcp_grid, geotiff_writer, read_metadata_item
 from .sensor import SCHEMA, SensorModel
@@ -69,24 +70,27 @@ def write_sensor_model(image_path, model):
         raise RasterError(f"{image_path}: cannot be opened for update to embed the sensor model ({exc})") from None
     ds.SetMetadataItem(SENSOR_ITEM, json.dumps(model.to_dict()))
     ds = None
-    sidecar_path(image_path).write_text(model.to_json(), encoding="utf-8")
+    with atomic_file(sidecar_path(image_path)) as tmp:
+        tmp.write_text(model.to_json(), encoding="utf-8")
 
 
 @contextmanager
-def image_writer(path, model, metadata=None, gcps=None):
+def image_writer(path, model, metadata=None, gcps=None, sidecar=None):
     """Yield ``write(amplitude_rows, row0)`` filling a float32 amplitude GeoTIFF of the model's
-    size, with the model embedded, GCPs (``raster.gcp_grid`` at height 0 unless given) and, once
-    the image is complete, the sidecar."""
+    size, with the model embedded, GCPs (``raster.gcp_grid`` at height 0 unless given) and its
+    sidecar (at ``sidecar``, default :func:`sidecar_path`); both appear together once the image is
+    complete."""
     meta = {SENSOR_ITEM: json.dumps(model.to_dict()), **(metadata or {})}
-    with geotiff_writer(path, model.rows, model.cols, metadata=meta, band_names=("amplitude",),
-                        gcps=gcp_grid(model) if gcps is None else gcps) as write:
-        yield write
-    sidecar_path(path).write_text(model.to_json(), encoding="utf-8")
+    with atomic_outputs(path, sidecar or sidecar_path(path)) as (image, sidecar):
+        with geotiff_writer(image, model.rows, model.cols, metadata=meta, band_names=("amplitude",),
+                            gcps=gcp_grid(model) if gcps is None else gcps) as write:
+            yield write
+        sidecar.write_text(model.to_json(), encoding="utf-8")
 
 
-def write_image(path, amplitude, model, metadata=None, gcps=None):
+def write_image(path, amplitude, model, metadata=None, gcps=None, sidecar=None):
     """Write a whole amplitude image; see :func:`image_writer`."""
-    with image_writer(path, model, metadata, gcps) as write:
+    with image_writer(path, model, metadata, gcps, sidecar) as write:
         write(amplitude)
 
 

@@ -1,16 +1,19 @@
-"""GeoTIFF output with atomic writes, embedded sensor models and GCPs.
+"""GeoTIFF input and output: windows of amplitude, embedded sensor models, GCPs, metadata items.
 
-Pixel convention conversion (integer at centres here, 0.5 at centres in GDAL) happens only here.
+Every writer is atomic (:mod:`.atomic`): a file appears at its path only once it is complete. A
+stage writing several outputs wraps them in :func:`.atomic.atomic_outputs` too, so the group
+appears at once. Pixel convention conversion (integer at centres here, 0.5 at centres in GDAL)
+happens only at this boundary (:mod:`.pixels`).
 """
 
-import os
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
 
+from .atomic import atomic_file
 from .errors import RasterError
+from .pixels import to_gdal
 
 gdal.UseExceptions()
 
@@ -23,20 +26,6 @@ MATCHING_ITEM = "SARSTEREO_MATCHING"  # match raster: matcher, settings and its 
 
 
 @contextmanager
-def atomic_path(path):
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
-            if leftover.exists():
-                leftover.unlink()
-
-
-@contextmanager
 def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gcps=None, nodata=None,
                    geotransform=None, crs=None):
     """Create a float32 GeoTIFF and yield ``write(array, row0=0, band=1)`` to fill it in blocks
@@ -46,7 +35,7 @@ def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gc
     let QGIS draw a slant-range image near its place on the map (EPSG:4326).
     ``geotransform`` (GDAL's six numbers) and ``crs`` (WKT) georeference a map raster instead.
     """
-    with atomic_path(path) as tmp:
+    with atomic_file(path) as tmp:
         try:
             ds = gdal.GetDriverByName("GTiff").Create(
                 str(tmp), cols, rows, n_bands, gdal.GDT_Float32,
@@ -70,7 +59,7 @@ def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gc
                 srs = osr.SpatialReference()
                 srs.ImportFromEPSG(4326)
                 srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-                ds.SetGCPs([gdal.GCP(float(lo), float(la), float(hh), float(c) + 0.5, float(r) + 0.5)
+                ds.SetGCPs([gdal.GCP(float(lo), float(la), float(hh), to_gdal(float(c)), to_gdal(float(r)))
                             for r, c, lo, la, hh in zip(*(np.ravel(a) for a in gcps))
                             if np.isfinite(lo) and np.isfinite(la)], srs)
 

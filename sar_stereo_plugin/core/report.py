@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_outputs
+
 _LABELS = {"median_abs_error_m": "median |error| (m)", "rmse_m": "RMSE (m)", "nmad_m": "NMAD (m)",
            "le90_m": "LE90 (m)", "mean_error_m": "mean error (m)", "median_error_m": "median error (m)",
            "coverage": "coverage", "cells_evaluated": "cells evaluated", "area_cells": "cells in the area"}
@@ -23,9 +25,10 @@ def write_dem_report(path, stats, heights, error, area):
     path = Path(path)
     figure, page = path.with_suffix(".png"), path.with_suffix(".html")
     paths = {"figure": str(figure), "html": str(page)}
-    _figure(heights, error, area).savefig(figure, dpi=110)
-    page.write_text(_page(stats, figure), encoding="utf-8")
-    path.write_text(json.dumps({**stats, **paths}, indent=2), encoding="utf-8")
+    with atomic_outputs(path, figure, page) as (json_tmp, figure_tmp, page_tmp):
+        _figure(heights, error, area).savefig(figure_tmp, dpi=110)
+        page_tmp.write_text(_page(stats, figure_tmp), encoding="utf-8")
+        json_tmp.write_text(json.dumps({**stats, **paths}, indent=2), encoding="utf-8")
     return paths
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from . import ellipsoid
+from .dem import height_bounds, open_dem
 from .errors import SensorModelError, located
 from .orbit import Orbit
+from .rangedoppler import Circle, blockwise
 
 SCHEMA = "sarstereo.sensor/1"
 MIN_STATE_VECTORS = 4
@@ -250,7 +252,7 @@ class SensorModel:
         ``look_side_only`` those points get NaN too.
         """
         lon, lat, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (lon, lat, h)))
-        t, rng = _blockwise(self._time_range_block, lon, lat, h, degrees=True)
+        t, rng = blockwise(self._time_range_block, lon, lat, h, degrees=True)
         rows = (t - self.first_line_time_s) / self.line_interval_s
         cols = (rng - self.first_sample_range_m) / self.sample_spacing_m
         if look_side_only:
@@ -268,7 +270,7 @@ class SensorModel:
         NaN where the Doppler time falls outside the orbit.
         """
         xyz = np.asarray(xyz, dtype=np.float64)
-        return _blockwise(self._time_range_block, xyz[..., 0], xyz[..., 1], xyz[..., 2])
+        return blockwise(self._time_range_block, xyz[..., 0], xyz[..., 1], xyz[..., 2])
 
     def _time_range_block(self, x, y, z, degrees=False):
         if degrees:  # (lon, lat, h) -> ECEF
@@ -328,11 +330,11 @@ class SensorModel:
         reach height h.
         """
         arrays = [t, rng, h] + ([] if start is None else list(start))
-        return _blockwise(self._lonlat_block, *np.broadcast_arrays(
+        return blockwise(self._lonlat_block, *np.broadcast_arrays(
             *(np.asarray(a, np.float64) for a in arrays)))
 
     def _lonlat_block(self, t, rng, h, start_lon=None, start_lat=None):
-        view = _View(self, t, rng)
+        view = Circle(self, t, rng)
         if start_lon is None:
             rt = ellipsoid.geocentric_radius_xyz(*view.p) + h
         else:
@@ -359,9 +361,8 @@ class SensorModel:
         return np.arctan2(y, x), np.arctan2(sphi, cphi)
 
     def _intersect_dem(self, t, rng, dem, tol_m=1e-3, max_iter=50):
-        from .dem import Dem
-        dem = dem if isinstance(dem, Dem) else Dem(dem)
-        h = np.full(t.shape, float(np.nanmedian(dem.heights)))
+        dem = open_dem(dem)
+        h = np.full(t.shape, height_bounds(dem)[2])
         lon, lat = self.time_range_to_lonlat(t, rng, h)
         h_prev = r_prev = None
         for _ in range(max_iter):
@@ -387,198 +388,3 @@ def _loads(text, source):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SensorModelError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-
-
-# ---------------------------------------------------------------- vectorised kernels
-_BLOCK = 1 << 14  # points per block: the ~50 work arrays of a block stay in cache, not RAM
-
-
-def _blockwise(func, *arrays, **kwargs):
-    """Run func on flat blocks of same-shape arrays, only where all are finite; NaN elsewhere.
-
-    func returns a tuple of 1-D arrays; the result is that tuple reshaped to the input shape.
-    """
-    shape = arrays[0].shape
-    flat = [np.ravel(a) for a in arrays]
-    ok = np.ones(flat[0].size, bool)
-    for a in flat:
-        ok &= np.isfinite(a)
-    idx = None if ok.all() else np.flatnonzero(ok)
-    count = ok.size if idx is None else idx.size
-    outs = None
-    for start in range(0, count, _BLOCK):
-        sel = slice(start, start + _BLOCK) if idx is None else idx[start:start + _BLOCK]
-        res = func(*(a[sel] for a in flat), **kwargs)
-        if outs is None:
-            outs = [np.full(ok.size, np.nan) for _ in res]
-        for o, r in zip(outs, res):
-            o[sel] = r
-    if outs is None:  # nothing finite: learn the number of outputs from an empty call
-        outs = [np.full(ok.size, np.nan) for _ in func(*(a[:0] for a in flat), **kwargs)]
-    return tuple(o.reshape(shape) for o in outs)
-
-
-class _View:
-    """One image's geometry at given azimuth times and slant ranges, as component arrays.
-
-    Range sphere |X - p| = rng and Doppler condition vhat.(X - p) = k rng (k the sine of the
-    squint) meet in a circle: centre p + k rng vhat, radius rng sqrt(1 - k^2), in the plane
-    spanned by 'up' (p without its along-track part) and 'side' (towards the look side).
-    """
-
-    def __init__(self, model, t, rng):
-        p, v = model.orbit.position(t), model.orbit.velocity(t)
-        px, py, pz = (np.ascontiguousarray(p[:, i]) for i in range(3))
-        speed = np.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2 + v[:, 2] ** 2)
-        vx, vy, vz = v[:, 0] / speed, v[:, 1] / speed, v[:, 2] / speed
-        k = model._half_lambda_fdc / speed
-        pv = px * vx + py * vy + pz * vz
-        self.p, self.v, self.rng = (px, py, pz), (vx, vy, vz), rng
-        self.doppler = pv + k * rng  # Doppler plane: vhat.X = doppler
-        off = k * rng
-        self.centre = (px + off * vx, py + off * vy, pz + off * vz)
-        self.rho = rng * np.sqrt(np.maximum(1.0 - k * k, 0.0))
-        ux, uy, uz = px - pv * vx, py - pv * vy, pz - pv * vz
-        un = np.sqrt(ux * ux + uy * uy + uz * uz)
-        ux, uy, uz = ux / un, uy / un, uz / un
-        sign = 1.0 if model.look_side == "right" else -1.0  # vhat x up points right
-        self.up = (ux, uy, uz)
-        self.side = (sign * (vy * uz - vz * uy), sign * (vz * ux - vx * uz), sign * (vx * uy - vy * ux))
-
-    def cut(self, qx, qy, qz, radius, exact):
-        """Circle coordinates (a along side, b along up) where a sphere crosses the circle.
-
-        Of the two crossings take the one on the look side (a > 0), and of two such the lower
-        (the other mirrors it above the platforms). Where the sphere misses the circle: NaN if
-        ``exact``, else the circle's point nearest to the sphere.
-        """
-        (cx, cy, cz), (ux, uy, uz), (sx, sy, sz) = self.centre, self.up, self.side
-        dx, dy, dz = cx - qx, cy - qy, cz - qz
-        ds, du = dx * sx + dy * sy + dz * sz, dx * ux + dy * uy + dz * uz
-        rho2 = self.rho * self.rho
-        # |d + a side + b up|^2 = radius^2 with a^2 + b^2 = rho^2: the line ds a + du b = w
-        w = 0.5 * (radius * radius - (dx * dx + dy * dy + dz * dz) - rho2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            norm = np.sqrt(ds * ds + du * du)
-            ns, nu = ds / norm, du / norm
-            foot = w / norm
-            half2 = rho2 - foot * foot
-            half = np.sqrt(np.where(half2 >= 0, half2, np.nan if exact else 0.0))
-        a1, b1 = foot * ns - half * nu, foot * nu + half * ns
-        a2, b2 = foot * ns + half * nu, foot * nu - half * ns
-        first = np.where((a1 > 0) != (a2 > 0), a1 > 0, b1 < b2)
-        return np.where(first, a1, a2), np.where(first, b1, b2)
-
-    def point(self, a, b):
-        (cx, cy, cz), (ux, uy, uz), (sx, sy, sz) = self.centre, self.up, self.side
-        return cx + a * sx + b * ux, cy + a * sy + b * uy, cz + a * sz + b * uz
-
-
-# ---------------------------------------------------------------- stereo geometry
-def _triangulate_block(r1, c1, r2, c2, ref_model, sec_model, height_guess, max_iter):
-    v1 = _View(ref_model, ref_model.row_to_time(r1), ref_model.col_to_range(c1))
-    v2 = _View(sec_model, sec_model.row_to_time(r2), sec_model.col_to_range(c2))
-    # start: the reference circle cut by the secondary range sphere (exact for exact matches)
-    a, b = v1.cut(*v2.p, v2.rng, exact=False)
-    bad = ~np.isfinite(a)
-    if bad.any():  # degenerate pair geometry: the reference circle at the guessed height
-        a0, b0 = v1.cut(0.0, 0.0, 0.0, ellipsoid.geocentric_radius_xyz(*v1.p) + height_guess, exact=False)
-        a, b = np.where(bad, a0, a), np.where(bad, b0, b)
-    x, y, z = v1.point(a, b)
-    (p1x, p1y, p1z), (w1x, w1y, w1z), rg1, dc1 = v1.p, v1.v, v1.rng, v1.doppler
-    (p2x, p2y, p2z), (w2x, w2y, w2z), rg2, dc2 = v2.p, v2.v, v2.rng, v2.doppler
-    # Gauss-Newton on the four equations; the Doppler rows of J^T J never change
-    a00, a01, a02 = w1x * w1x + w2x * w2x, w1x * w1y + w2x * w2y, w1x * w1z + w2x * w2z
-    a11, a12, a22 = w1y * w1y + w2y * w2y, w1y * w1z + w2y * w2z, w1z * w1z + w2z * w2z
-    it = 0
-    while True:
-        d1x, d1y, d1z = x - p1x, y - p1y, z - p1z
-        n1 = np.sqrt(d1x * d1x + d1y * d1y + d1z * d1z)
-        d2x, d2y, d2z = x - p2x, y - p2y, z - p2z
-        n2 = np.sqrt(d2x * d2x + d2y * d2y + d2z * d2z)
-        f1, f2 = n1 - rg1, n2 - rg2
-        g1 = w1x * x + w1y * y + w1z * z - dc1
-        g2 = w2x * x + w2y * y + w2z * z - dc2
-        if it == max_iter:
-            break
-        it += 1
-        d1x, d1y, d1z = d1x / n1, d1y / n1, d1z / n1  # unit lines of sight: the range rows of J
-        d2x, d2y, d2z = d2x / n2, d2y / n2, d2z / n2
-        m00 = a00 + d1x * d1x + d2x * d2x
-        m01 = a01 + d1x * d1y + d2x * d2y
-        m02 = a02 + d1x * d1z + d2x * d2z
-        m11 = a11 + d1y * d1y + d2y * d2y
-        m12 = a12 + d1y * d1z + d2y * d2z
-        m22 = a22 + d1z * d1z + d2z * d2z
-        b0 = -(d1x * f1 + d2x * f2 + w1x * g1 + w2x * g2)
-        b1 = -(d1y * f1 + d2y * f2 + w1y * g1 + w2y * g2)
-        b2 = -(d1z * f1 + d2z * f2 + w1z * g1 + w2z * g2)
-        c00, c01, c02 = m11 * m22 - m12 * m12, m02 * m12 - m01 * m22, m01 * m12 - m02 * m11
-        c11, c12, c22 = m00 * m22 - m02 * m02, m01 * m02 - m00 * m12, m00 * m11 - m01 * m01
-        det = m00 * c00 + m01 * c01 + m02 * c02  # adjugate solve of the symmetric 3x3 system
-        sx = (c00 * b0 + c01 * b1 + c02 * b2) / det
-        sy = (c01 * b0 + c11 * b1 + c12 * b2) / det
-        sz = (c02 * b0 + c12 * b1 + c22 * b2) / det
-        x, y, z = x + sx, y + sy, z + sz
-        if not np.nanmax(np.abs(sx) + np.abs(sy) + np.abs(sz), initial=0.0) > 1e-7:
-            max_iter = it  # converged: one more pass evaluates the residual at the result
-    lon, lat, h = ellipsoid.xyz_to_llh(x, y, z)
-    return np.degrees(lon), np.degrees(lat), h, np.sqrt(f1 * f1 + g1 * g1 + f2 * f2 + g2 * g2)
-
-
-def triangulate(ref_model, ref_rows, ref_cols, sec_model, sec_rows, sec_cols, height_guess=0.0,
-                max_iter=15):
-    """3D points of correspondences by least squares on both range spheres and Doppler cones.
-
-    Returns (lon, lat, h, residual_m): degrees, metres above the ellipsoid, and the misclosure
-    of the four range/Doppler equations in metres (near zero for an exact match; a mismatch of
-    d metres in azimuth between parallel tracks gives d / sqrt(2)). NaN inputs, and rows whose
-    time lies outside their orbit, give NaN outputs. The solver starts from the closed-form
-    crossing of the reference range/Doppler circle with the secondary range sphere;
-    ``height_guess`` (m) seeds it only where that crossing is degenerate.
-    """
-    r1, c1, r2, c2 = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in
-                                          (ref_rows, ref_cols, sec_rows, sec_cols)))
-    r1, r2 = _inside_orbit(ref_model, r1), _inside_orbit(sec_model, r2)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # wild matches may diverge
-        return _blockwise(_triangulate_block, r1, c1, r2, c2, ref_model=ref_model, sec_model=sec_model,
-                          height_guess=float(height_guess), max_iter=int(max_iter))
-
-
-def _inside_orbit(model, rows):
-    """rows, with NaN where their azimuth time lies outside the model's orbit."""
-    lo, hi = model.orbit.span
-    t = model.row_to_time(rows)
-    with np.errstate(invalid="ignore"):
-        return np.where((t >= lo) & (t <= hi), rows, np.nan)
-
-
-def _lines_of_sight(model, lon, lat, h):
-    xyz = ellipsoid.llh_to_ecef(lon, lat, h)
-    t, _ = model.ecef_to_time_range(xyz)
-    return model.orbit.position(t) - xyz
-
-
-def intersection_angle(ref_model, sec_model, lon, lat, h):
-    """Convergence angle (degrees) between the two lines of sight at ground points."""
-    a, b = _lines_of_sight(ref_model, lon, lat, h), _lines_of_sight(sec_model, lon, lat, h)
-    cos = np.einsum("...i,...i->...", a, b) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def height_sensitivity(ref_model, sec_model, lon, lat, h, dh=1.0):
-    """Metres of height per pixel of range disparity at ground points.
-
-    For a fixed reference pixel, the target slides along the reference range/Doppler circle
-    when its height changes; this is dh divided by how far its secondary column moves.
-    """
-    rows, cols = ref_model.geo2rdr(lon, lat, h)
-    h = np.asarray(h, np.float64)
-    cols_sec = []
-    for hh in (h - dh / 2, h + dh / 2):
-        ln, lt, _ = ref_model.rdr2geo(rows, cols, height=hh)
-        cols_sec.append(sec_model.geo2rdr(ln, lt, hh)[1])
-    with np.errstate(divide="ignore"):
-        return dh / np.abs(cols_sec[1] - cols_sec[0])
-
-

@@ -10,7 +10,7 @@ spacing apart on the ground (the simulator uses several facets per pixel and eve
 sample is placed at its slant range; consecutive samples form range *segments* of their line:
 
 * a segment is *inside* when both ends land in the image and are lit by the beam (see
-  :class:`.simulate.FacetLines`); the image range a line sees is the union of its inside segments'
+  :class:`.facets.FacetLines`); the image range a line sees is the union of its inside segments'
   range intervals (sorted, with a running maximum of their ends);
 * *layover*: visible segments whose range decreases with ground range (the slope facing the
   sensor is steeper than the local incidence) -- the range interval they cover is reached at
@@ -28,8 +28,9 @@ import math
 
 import numpy as np
 
-from .dem import Dem
-from .simulate import FacetLines, height_bounds, open_dem
+from . import pixels
+from .dem import height_bounds, open_dem
+from .facets import FacetLines
 
 
 def terrain_fractions(model, dem, max_lines=512):
@@ -40,7 +41,7 @@ def terrain_fractions(model, dem, max_lines=512):
     ``seen_pixels``, ``layover_pixels``, ``shadow_pixels``. ``max_lines`` bounds the work:
     lines are spread evenly over the image rows.
     """
-    dem = open_dem(dem if isinstance(dem, Dem) else str(dem))
+    dem = open_dem(dem)
     h_lo, h_hi, h_ref = height_bounds(dem)
     rows_per_line = max(1, int(math.ceil(model.rows / max_lines)))
     view = FacetLines(model, dem, h_lo, h_hi, h_ref, rows_per_line, model.sample_spacing_m)
@@ -69,7 +70,7 @@ def _line_extents(view, i0, i1):
     horizon = np.maximum(np.concatenate([np.full((i1 - i0, 1), -np.inf), nearer[:, :-1]], axis=1),
                          view.prefix_horizon(i0, i1)[:, None])
     visible = lit & (q >= horizon)
-    inside = lit & (row >= -0.5) & (row < m.rows - 0.5) & (col >= -0.5) & (col < m.cols - 0.5)
+    inside = lit & pixels.inside(row, col, (m.rows, m.cols))
     seg = inside[:, 1:] & inside[:, :-1]
     r_fill = np.nan_to_num(rng)
     d_range = np.where(seg, np.diff(r_fill, axis=1), 0.0)

@@ -3,8 +3,15 @@ stored on a normalised scale), a dB grey ramp for amplitudes, and per-run layer 
 
 from pathlib import Path
 
-from qgis.core import (QgsColorRampShader, QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRasterLayer,
-                       QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsStyle)
+from qgis.core import (
+    QgsColorRampShader,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsStyle,
+)
 from qgis.PyQt.QtGui import QColor
 
 STYLES = Path(__file__).resolve().parent / "styles"

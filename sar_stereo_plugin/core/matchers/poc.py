@@ -47,7 +47,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
-from . import Matcher, MatcherUnavailable, PatchMatch
+from ..errors import InvalidMatcherOption
+from . import Matcher, PatchMatch, answer
 
 BANDWIDTH = 0.15  # cycles/pixel; the peak's std is 1 / (2 pi BANDWIDTH) ~ 1.06 px
 PSF_PX = 0.5  # resolution (std, own pixels) assumed for both images when matching resolutions
@@ -55,10 +56,6 @@ MIN_VALID = 0.5  # Hann-weighted share of valid samples a window needs
 REACH = 0.25  # shifts a level trusts, as a share of the window
 MAX_LEVELS = 6
 CHUNK = 256  # windows per FFT batch
-
-
-class InvalidMatcherOption(MatcherUnavailable, ValueError):
-    """An option of the matcher has a value it cannot work with; the message names it."""
 
 
 def _int_option(name, value, lo, hi):
@@ -128,14 +125,8 @@ class PocMatcher(Matcher):
         dense = _interp_grid(np.concatenate([field, peak[None]]), rows, cols, np.arange(h), np.arange(w))
         out_r = prior[0] + jac[0] * dense[0] + jac[1] * dense[1]
         out_c = prior[1] + jac[2] * dense[0] + jac[3] * dense[1]
-        ok = np.isfinite(ref) & np.isfinite(out_r) & np.isfinite(out_c) & np.isfinite(dense[2])
-        h2, w2 = sec.shape
-        ok &= (out_r >= -0.5) & (out_r <= h2 - 0.5) & (out_c >= -0.5) & (out_c <= w2 - 0.5)
-        ri = np.clip(np.rint(np.nan_to_num(out_r)), 0, h2 - 1).astype(np.intp)
-        ci = np.clip(np.rint(np.nan_to_num(out_c)), 0, w2 - 1).astype(np.intp)
-        ok &= np.isfinite(sec[ri, ci])
-        cert = np.clip((dense[2] - self._chance) / (1.0 - self._chance), 0.0, 1.0)
-        return PatchMatch(*(np.where(ok, a, np.nan).astype(np.float32) for a in (out_r, out_c, cert)))
+        cert = (dense[2] - self._chance) / (1.0 - self._chance)
+        return answer(pair, out_r, out_c, cert)
 
     def _auto_levels(self, search_px, jac):
         """Levels whose coarsest reach covers the search range (converted to reference pixels by

@@ -21,14 +21,8 @@ torch and romatch are imported on first use only.
 """
 
 import importlib.util
-import os
-import re
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
-import zipfile
 from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
 from itertools import chain
@@ -36,116 +30,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import located
-from . import Matcher, MatcherUnavailable, PatchMatch
+from ..errors import MatcherUnavailable, located
+from ..pixels import from_normalised, to_normalised
+from . import Matcher, answer
 from .stretch import amplitude_to_uint8
+from .torch_runtime import import_torch, in_halving_batches, parse_device, resolve_device
+from .weights import DESCRIPTIONS, DINOV2_FILE, ROMA_FILE, download, download_dir, folders, read_checkpoint
 
-ROMA_FILE = "roma_outdoor.pth"
-DINOV2_FILE = "dinov2_vitl14_pretrain.pth"
 # Upstream locations, as in romatch.models.model_zoo.weight_urls (a test keeps them in step).
 WEIGHT_URLS = {
     ROMA_FILE: "https://github.com/Parskatt/storage/releases/download/roma/roma_outdoor.pth",
     DINOV2_FILE: "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
 }
-PLUGIN_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-_WHAT = {ROMA_FILE: "a RoMa outdoor checkpoint (roma_outdoor.pth, or one fine-tuned by this plugin)",
-         DINOV2_FILE: "the DINOv2 ViT-L/14 checkpoint (dinov2_vitl14_pretrain.pth)",
-         "light_sar.pth": "light_sar.pth weights of the light matcher"}
-_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 _PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 _BUILD_LOCK = threading.Lock()
 
-INSTALL_HINT = (
-    "Install the deep-learning packages into this Python: `make setup` in the plugin's source tree, or "
-    f"`{sys.executable} -m pip install torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu` "
-    "(torch==2.13.0 for a CUDA build), `pip install einops==0.8.2 loguru==0.7.3 "
-    "opencv-python-headless==4.11.0.86` and `pip install --no-deps torchvision==0.28.0 romatch==0.1.2` "
-    "(never let pip replace numpy 1.24). MATCHER=poc keeps working without them.")
-
-
-# --- imports -------------------------------------------------------------------------------------
-
-def _import_romatch():
-    """(torch, romatch's roma_model), imported on first use; MatcherUnavailable says how to install."""
-    try:
-        import torch
-    except ImportError as err:
-        raise MatcherUnavailable(f"PyTorch cannot be imported in {sys.executable} ({err}). {INSTALL_HINT}") from err
-    try:
-        _import_torchvision(torch)
-        from loguru import logger
-        from romatch.models.model_zoo.roma_models import roma_model
-    except ImportError as err:
-        raise MatcherUnavailable(f"romatch cannot be imported ({err}). {INSTALL_HINT}") from err
-    logger.disable("romatch")  # it logs every model build at INFO
-    return torch, roma_model
-
-
-def _import_torchvision(torch):
-    # torchvision's CUDA wheels register fake kernels for torchvision::nms/qnms at import time;
-    # beside a CPU torch their C++ ops never load and the import dies (pytorch/vision#9085).
-    # Declaring the two schemas lets it finish; RoMa never calls those ops.
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError as err:
-        if "torchvision::" not in str(err):
-            raise MatcherUnavailable(f"torchvision cannot be imported ({err}). {INSTALL_HINT}") from err
-        for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
-            del sys.modules[name]
-        for op in ("nms", "qnms"):
-            if not hasattr(torch.ops.torchvision, op):
-                torch.library.define(f"torchvision::{op}",
-                                     "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision  # noqa: F401,F811
-
-
-# --- device --------------------------------------------------------------------------------------
-
-def _parse_device(device):
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> (kind, index); checked before torch is imported."""
-    name = str(device if device is not None else "auto").strip().lower()
-    m = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", name)
-    if not m or (m.group(2) is not None and m.group(1) != "cuda"):
-        raise MatcherUnavailable(located(None, "DEVICE", f"unknown device {device!r}; use auto, cpu, cuda or cuda:N"))
-    return m.group(1), int(m.group(2) or 0)
-
-
-def resolve_device(device="auto"):
-    """A torch.device from the DEVICE setting: 'auto' takes CUDA where there is one, else CPU."""
-    torch = _import_romatch()[0]
-    return _resolve_device(torch, device)
-
-
-def _resolve_device(torch, device):
-    kind, index = _parse_device(device)
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise MatcherUnavailable(located(None, "DEVICE", (
-            f"{device!r} asked for, but this PyTorch ({torch.__version__}) sees no CUDA device; use DEVICE=cpu, "
-            "or install a CUDA build (make setup TORCH_SPEC=\"torch==2.13.0\")")))
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise MatcherUnavailable(located(None, "DEVICE", f"{device!r} asked for, but there are {count} CUDA device(s)"))
-    return torch.device("cuda", index)
-
-
 # --- weights -------------------------------------------------------------------------------------
-
-def download_dir():
-    """Where downloaded weights go: $SARSTEREO_WEIGHTS_DIR, else <user cache>/sar_stereo_plugin/weights."""
-    env = os.environ.get("SARSTEREO_WEIGHTS_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sar_stereo_plugin" / "weights"
-
-
-def _folders(weights_dir):
-    folders = [Path(weights_dir).expanduser()] if weights_dir else []
-    return folders + [PLUGIN_WEIGHTS_DIR, download_dir()]
-
 
 def resolve_weights(weights=None, dinov2_weights=None, weights_dir=None, allow_download=False, progress=None):
     """{file name: path or mapping} for the RoMa and DINOv2 weights.
@@ -161,84 +61,22 @@ def resolve_weights(weights=None, dinov2_weights=None, weights_dir=None, allow_d
         elif explicit:
             path = Path(explicit).expanduser()
             if not path.is_file():
-                raise MatcherUnavailable(f"{path}: weights file not found (expected {_WHAT[filename]})")
+                raise MatcherUnavailable(f"{path}: weights file not found (expected {DESCRIPTIONS[filename]})")
             found[filename] = path
         else:
-            path = next((f / filename for f in _folders(weights_dir) if (f / filename).is_file()), None)
+            path = next((f / filename for f in folders(weights_dir) if (f / filename).is_file()), None)
             if path is None and allow_download:
                 path = download(WEIGHT_URLS[filename], download_dir() / filename, progress)
             if path is None:
                 missing.append(filename)
             found[filename] = path
     if missing:
-        folders = ", ".join(str(f) for f in _folders(weights_dir))
+        looked = ", ".join(str(f) for f in folders(weights_dir))
         wanted = "; ".join(f"{name} from {WEIGHT_URLS[name]}" for name in missing)
         raise MatcherUnavailable(
-            f"RoMa weights not found: looked for {' and '.join(missing)} in {folders}. Put {wanted} into one of "
+            f"RoMa weights not found: looked for {' and '.join(missing)} in {looked}. Put {wanted} into one of "
             "these folders (or name the files), or allow the download.")
     return found
-
-
-def download(url, destination, progress=None):
-    """Download ``url`` to ``destination`` through a temporary file renamed at the end, so an
-    interrupted download never looks like a weights file. ``progress`` gets a message, then
-    fractions done. Returns ``destination``."""
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=destination.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            _report(progress, f"downloading {url} to {destination} ({total / 2**20:.0f} MiB)")
-            done = 0
-            while chunk := response.read(1 << 22):
-                out.write(chunk)
-                done += len(chunk)
-                if total:
-                    _report(progress, min(done / total, 1.0))
-        os.replace(tmp, destination)
-    except (OSError, ValueError) as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise MatcherUnavailable(f"could not download {url} to {destination} ({err}); download it by hand "
-                                 f"into {destination.parent}") from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return destination
-
-
-def _report(progress, value):
-    if progress is not None:
-        progress(value)
-
-
-def read_checkpoint(source, filename=ROMA_FILE):
-    """(state dict, description) from a checkpoint file or mapping: a plain state dict or one
-    wrapped as {"model" | "state_dict" | "model_state_dict": state_dict, ...}; a DDP "module."
-    prefix is dropped. Files are read with weights_only=True, memory-mapped where possible."""
-    torch = _import_romatch()[0]
-    if isinstance(source, Mapping):
-        obj, where = source, f"the {filename} state dict passed in"
-    else:
-        where = str(source)
-        try:
-            obj = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
-        except Exception as err:  # pickle, zip and torch errors alike: the file is not a checkpoint
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise MatcherUnavailable(f"{where}: not a readable PyTorch checkpoint ({type(err).__name__}: {first}); "
-                                     f"expected {_WHAT[filename]}") from err
-    if isinstance(obj, Mapping) and not _is_state_dict(torch, obj):
-        obj = next((obj[k] for k in _WRAPPER_KEYS if _is_state_dict(torch, obj.get(k))), obj)
-    if not _is_state_dict(torch, obj):
-        raise MatcherUnavailable(f"{where}: holds a {type(obj).__name__} that is not a state dict (names -> tensors, "
-                                 f"possibly under 'model' or 'state_dict'); expected {_WHAT[filename]}")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj, where
-
-
-def _is_state_dict(torch, obj):
-    return isinstance(obj, Mapping) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
 
 
 def _check_layout(state, expected, where, filename):
@@ -256,7 +94,8 @@ def _check_layout(state, expected, where, filename):
         problems.append(f"{len(reshaped)} tensors of the wrong shape such as {k} "
                         f"({tuple(state[k].shape)} instead of {tuple(expected[k].shape)})")
     if problems:
-        raise MatcherUnavailable(f"{where}: {'; '.join(problems)}; is this {_WHAT[filename]}?")
+        raise MatcherUnavailable(f"{where}: {'; '.join(problems)}; is this {DESCRIPTIONS[filename]}?")
+
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -316,7 +155,7 @@ def build_model(roma_state, dinov2_state, device="cpu", amp_dtype=None, coarse_r
     error). Parameters take the state dicts' tensors (no copy on CPU). On CUDA the DINOv2
     backbone runs in ``amp_dtype`` (float16 unless told) and the rest under autocast.
     """
-    torch, roma_model = _import_romatch()
+    torch, roma_model = import_torch()
     device = torch.device(device)
     amp_dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     model = _architecture(torch, roma_model, resolution=_pair(coarse_res), upsample_preds=bool(upsample_res),
@@ -344,7 +183,7 @@ def random_state_dicts(seed=0):
     """(RoMa, DINOv2) state dicts, randomly initialised, with exactly the layout of
     ``roma_outdoor.pth`` and ``dinov2_vitl14_pretrain.pth``: for tests, benchmarks and smoke runs
     offline. About 1.7 GB of float32; ~10 s on two CPU cores. Leaves torch's global RNG as it was."""
-    torch, roma_model = _import_romatch()
+    torch, roma_model = import_torch()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _architecture(torch, roma_model, random_init=True, resolution=(560, 560), upsample_preds=False)
@@ -374,7 +213,7 @@ def roma_ready(device="auto", weights=None, dinov2_weights=None, weights_dir=Non
         if importlib.util.find_spec("romatch") is None:
             return False
         import torch
-        if _resolve_device(torch, device).type != "cuda":
+        if resolve_device(torch, device).type != "cuda":
             return False
         if model is None:
             resolve_weights(weights, dinov2_weights, weights_dir, allow_download=False)
@@ -410,7 +249,7 @@ class RomaMatcher(Matcher):
     def __init__(self, weights=None, dinov2_weights=None, weights_dir=None, device="auto", coarse_res=560,
                  upsample_res=864, batch_size=4, symmetric=False, precision="auto", allow_download=False,
                  progress=None, model=None):
-        _parse_device(device)
+        parse_device(device)
         self.coarse_res = _resolution(coarse_res, 14, "COARSE_RES")
         self.upsample_res = _resolution(upsample_res, 8, "UPSAMPLE_RES") if upsample_res else None
         if int(batch_size) < 1:
@@ -420,8 +259,8 @@ class RomaMatcher(Matcher):
                                              f"{precision!r}; choose one of {', '.join(_PRECISIONS)}"))
         self.batch_size = int(batch_size)
         self.symmetric = bool(symmetric)
-        self._torch = torch = _import_romatch()[0]
-        self.device = _resolve_device(torch, device)
+        self._torch = torch = import_torch()[0]
+        self.device = resolve_device(torch, device)
         self.amp_dtype = self._amp_dtype(torch, precision)
         self.forward_seconds = 0.0
         if model is None:
@@ -458,24 +297,12 @@ class RomaMatcher(Matcher):
                 f"batch {self.batch_size}, weights {self.weights}")
 
     def match(self, pairs):
-        pairs, out = list(pairs), []
-        while len(out) < len(pairs):
-            chunk = pairs[len(out):len(out) + self.batch_size]
-            try:
-                out.extend(self._match_batch(chunk))
-                continue
-            except self._torch.cuda.OutOfMemoryError as err:
-                if len(chunk) == 1:
-                    h, w = chunk[0].reference.shape
-                    raise MatcherUnavailable(
-                        f"out of GPU memory on {self.device} even with one {h}x{w} patch (coarse "
-                        f"{self.coarse_res[0]}, upsample {self.upsample_res and self.upsample_res[0]}): lower "
-                        "PATCH_SIZE or the coarse/upsampling resolution, or use DEVICE=cpu") from err
-            # outside the except block, so the failed batch's tensors are freed before retrying
-            self.batch_size = len(chunk) // 2
-            if self.device.type == "cuda":
-                self._torch.cuda.empty_cache()
-        return out
+        def too_large(pair):
+            h, w = pair.reference.shape
+            return (f"out of GPU memory on {self.device} even with one {h}x{w} patch (coarse {self.coarse_res[0]}, "
+                    f"upsample {self.upsample_res and self.upsample_res[0]}): lower PATCH_SIZE or the coarse/upsampling "
+                    "resolution, or use DEVICE=cpu")
+        return in_halving_batches(self._torch, self, list(pairs), self._match_batch, too_large)
 
     def _match_batch(self, pairs):
         torch = self._torch
@@ -521,21 +348,16 @@ class RomaMatcher(Matcher):
             (h, w), (h2, w2) = pair.reference.shape, pair.secondary.shape
             s = torch.nn.functional.grid_sample(field[k:k + 1], self._grid(h, w), mode="bilinear",
                                                 padding_mode="border", align_corners=False)[0].cpu().numpy()
-            cols = (s[0] + 1.0) * (w2 / 2.0) - 0.5
-            rows = (s[1] + 1.0) * (h2 / 2.0) - 0.5
-            conf = np.clip(s[2], 0.0, 1.0)
-            bad = (s[3] > 0) | np.isnan(pair.reference)  # any output pixel nearby fell outside
-            for band in (rows, cols, conf):
-                band[bad] = np.nan
-            results.append(PatchMatch(rows.astype(np.float32), cols.astype(np.float32), conf.astype(np.float32)))
+            # a match nearby that RoMa clamped at the window's edge is no match either
+            results.append(answer(pair, from_normalised(s[1], h2), from_normalised(s[0], w2), s[2], no_match=s[3] > 0))
         return results
 
     def _grid(self, h, w):
         """(1, h, w, 2) normalised (x, y) of the pixel centres of an h x w patch, romatch's convention."""
         if (h, w) not in self._grids:
             torch = self._torch
-            y = (2.0 * torch.arange(h, device=self.device) + 1.0) / h - 1.0
-            x = (2.0 * torch.arange(w, device=self.device) + 1.0) / w - 1.0
+            y = to_normalised(torch.arange(h, device=self.device), h)
+            x = to_normalised(torch.arange(w, device=self.device), w)
             gy, gx = torch.meshgrid(y, x, indexing="ij")
             self._grids[(h, w)] = torch.stack((gx, gy), -1)[None]
         return self._grids[(h, w)]

@@ -32,7 +32,6 @@ dropped, so no reference pixel is in two splits.
 import json
 import math
 import os
-import shutil
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -41,11 +40,14 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from .. import ellipsoid
-from ..errors import GeometryError, RasterError, SarStereoError, located
-from ..patches import MatchSettings, plan_pair
+from .. import ellipsoid, pixels
+from ..atomic import atomic_folder
+from ..dem import height_bounds, open_dem
+from ..errors import DatasetCanceled, DatasetError, GeometryError, located
+from ..matching import MatchSettings, plan_pair
 from ..products import read_sensor_model
-from ..simulate import height_bounds, open_dem
+from ..progress import Progress
+from ..stereo import rdr2rdr
 
 SCHEMA = "sarstereo.dataset/1"
 MANIFEST = "manifest.json"
@@ -56,14 +58,6 @@ FOOTPRINT_STEP = 16  # reference pixels between footprint nodes
 _SAMPLES_PER_BLOCK = 262_144  # DSM samples per block of the visibility walk (bounds memory)
 _HOW_TO_BUILD = ("build one with sarstereo:builddataset (Processing Toolbox > SAR stereo radargrammetry > Learning) "
                  "or sar_stereo_plugin.core.training.dataset.build_dataset")
-
-
-class DatasetError(RasterError):
-    """A dataset folder is missing, incomplete or not a dataset; the message says what to do."""
-
-
-class DatasetCanceled(SarStereoError):
-    """The caller's ``is_canceled`` returned True; nothing was written."""
 
 
 @dataclass
@@ -113,13 +107,11 @@ class PairTruth:
         """(secondary rows, secondary cols, valid) of reference pixels; positions NaN where invalid."""
         lon, lat, h = self.ref.rdr2geo(rows, cols, dem=self.dsm)
         s_rows, s_cols = self.sec.geo2rdr(lon, lat, h)
-        valid = np.isfinite(s_rows) & np.isfinite(s_cols)
-        valid &= ((s_rows >= -0.5) & (s_rows <= self.sec.rows - 0.5) & (s_cols >= -0.5)
-                  & (s_cols <= self.sec.cols - 0.5))
+        valid = pixels.inside(s_rows, s_cols, (self.sec.rows, self.sec.cols))
         d_rows, d_cols = self.dsm.lonlat_to_pixel(lon, lat)
         for seen in self.seen:
             valid &= _all_four(seen, self.box, d_rows, d_cols)
-        back = self.ref.geo2rdr(*self.sec.rdr2geo(s_rows[valid], s_cols[valid], dem=self.dsm))
+        back = rdr2rdr(self.sec, self.ref, s_rows[valid], s_cols[valid], dem=self.dsm)
         valid[valid] = np.hypot(back[0] - np.asarray(rows, float)[valid],
                                 back[1] - np.asarray(cols, float)[valid]) <= FB_TOLERANCE_PX
         return np.where(valid, s_rows, np.nan), np.where(valid, s_cols, np.nan), valid
@@ -279,48 +271,28 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
     dsm = open_dem(dsm)
     out = Path(output_dir).resolve()
     _check_destination(out)
-    tmp = out.with_name(f".{out.name}.building")
-    if tmp.exists():  # left over from a crash of ours
-        shutil.rmtree(tmp)
     manifest = {"schema": SCHEMA, "patch_size": int(patch_size), "overlap": int(overlap), "block_px": int(block_px),
                 "seed": int(seed), "split": list(split), "height_uncertainty_m": float(height_uncertainty_m),
                 "min_valid_fraction": float(min_valid_fraction),
                 "pairs": [{"reference": ref, "secondary": sec, "dsm": dsm.path} for ref, sec in pairs],
                 "samples": [], "counts": {name: 0 for name in SPLITS}}
     tally = {"patches": 0, "straddling": 0, "sparse": 0}
-    try:
+    steps = Progress(progress, is_canceled, DatasetCanceled, "dataset building canceled; nothing was written")
+    with atomic_folder(out) as tmp:
         for name in SPLITS:
             (tmp / name).mkdir(parents=True)
         for index, (ref, sec) in enumerate(pairs):
             _add_pair(index, ref, sec, dsm, settings, int(block_px), split, int(seed), float(min_valid_fraction),
-                      tmp, manifest, tally, _Reporter(progress, is_canceled, index, len(pairs)))
+                      tmp, manifest, tally, steps.part(index / len(pairs), (index + 1) / len(pairs)))
         if not manifest["samples"]:
             raise DatasetError(located("dataset", "MIN_VALID_FRACTION",
                                        f"no sample: of {tally['patches']} patches, {tally['straddling']} span blocks "
                                        f"of different splits and {tally['sparse']} have too few valid pixels; give a "
                                        "larger BLOCK_SIZE, a smaller PATCH_SIZE, or a DSM covering the pairs"))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    if progress:
-        progress(1.0)
+    steps.done()
     return DatasetResult(str(out), dict(manifest["counts"]), tally["patches"], tally["straddling"], tally["sparse"],
                          time.perf_counter() - start)
-
-
-class _Reporter:
-    """Progress over all pairs, and cancel, per patch."""
-
-    def __init__(self, progress, is_canceled, index, n_pairs):
-        self.progress, self.is_canceled, self.index, self.n_pairs = progress, is_canceled, index, n_pairs
-
-    def __call__(self, fraction):
-        if self.is_canceled and self.is_canceled():
-            raise DatasetCanceled("dataset building canceled; nothing was written")
-        if self.progress:
-            self.progress((self.index + fraction) / self.n_pairs)
 
 
 def _add_pair(index, reference, secondary, dsm, settings, block_px, split, seed, min_valid, tmp, manifest, tally,
@@ -363,11 +335,9 @@ def _sample(pair, truth):
                              np.arange(c0, c0 + size, dtype=np.float64), indexing="ij")
     s_rows, s_cols, valid = truth.at(rows, cols)
     wr, wc = s_rows - w_r0, s_cols - w_c0
-    valid &= (wr >= -0.5) & (wr <= h2 - 0.5) & (wc >= -0.5) & (wc <= w2 - 0.5) & np.isfinite(pair.reference)
-    near = (np.clip(np.rint(np.nan_to_num(wr)), 0, h2 - 1).astype(np.int64),
-            np.clip(np.rint(np.nan_to_num(wc)), 0, w2 - 1).astype(np.int64))
-    valid &= np.isfinite(pair.secondary[near])
-    warp = np.stack([(2.0 * wc + 1.0) / w2 - 1.0, (2.0 * wr + 1.0) / h2 - 1.0], axis=-1)
+    valid &= pixels.inside(wr, wc, (h2, w2)) & np.isfinite(pair.reference)
+    valid &= np.isfinite(pair.secondary[pixels.nearest(wr, wc, (h2, w2))])
+    warp = np.stack([pixels.to_normalised(wc, w2), pixels.to_normalised(wr, h2)], axis=-1)
     return {"reference": pair.reference.astype(np.float32), "secondary": pair.secondary.astype(np.float32),
             "warp": np.where(valid[..., None], warp, np.nan).astype(np.float32), "valid": valid.astype(np.uint8),
             "secondary_rc": np.where(valid, np.stack([s_rows, s_cols]), np.nan).astype(np.float32),
@@ -388,18 +358,6 @@ def _check_destination(out):
             pass
     raise DatasetError(located(out, "OUTPUT", "exists and is not empty (nor a dataset to replace); give a new or "
                                               "empty folder"))
-
-
-def _move_into_place(tmp, out):
-    old = out.with_name(f".{out.name}.replaced")
-    if out.exists():
-        if any(out.iterdir()):
-            out.replace(old)
-        else:
-            out.rmdir()
-    tmp.replace(out)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 # ==================================================================== reading

@@ -54,8 +54,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SarStereoError, located
+from ..atomic import atomic_file
+from ..errors import FinetuneCanceled, FinetuneError, SarStereoError, located
 from ..evaluate import THRESHOLDS_PX
+from ..pixels import from_normalised, inside, to_normalised
 
 CHECKPOINT_SCHEMA = "sarstereo.finetune/1"
 LOG_SCHEMA = "sarstereo.finetune-log/1"
@@ -65,14 +67,6 @@ RECIPES = {"light": {"heads": 1e-4, "backbone": 1e-4}, "roma": {"decoder": 1e-4,
 WEIGHT_DECAY = 0.01
 FINAL_DROP = 0.9  # lr x 0.1 from this share of the steps on
 FINAL_FILES = {"light": "light_sar.pth", "roma": "roma_finetuned.pth"}
-
-
-class FinetuneError(SarStereoError, ValueError):
-    """A fine-tuning input or option is unusable; the message names it and says what to do."""
-
-
-class FinetuneCanceled(SarStereoError):
-    """The caller canceled; ``last.pth`` holds the state at the cancel and resumes from there."""
 
 
 @dataclass
@@ -170,8 +164,8 @@ def synthetic_sample(rng, patch, window):
     sec = map_coordinates(tex, [g0[0] + ii / sr - lo[0], g0[1] + jj / sc - lo[1]], order=1)
     r, c = np.mgrid[0:patch, 0:patch].astype(np.float64)
     rows, cols = (r - g0[0]) * sr, (c - g0[1]) * sc  # window pixel of each reference pixel
-    valid = (rows >= -0.5) & (rows <= h2 - 0.5) & (cols >= -0.5) & (cols <= w2 - 0.5)
-    warp = np.stack([(2 * cols + 1) / w2 - 1, (2 * rows + 1) / h2 - 1], -1).astype(np.float32)
+    valid = inside(rows, cols, (h2, w2))
+    warp = np.stack([to_normalised(cols, w2), to_normalised(rows, h2)], -1).astype(np.float32)
     warp[~valid] = np.nan
     return {"reference": look(tex[-lo[0]:-lo[0] + patch, -lo[1]:-lo[1] + patch]), "secondary": look(sec),
             "warp": warp, "valid": valid.astype(np.uint8)}
@@ -199,8 +193,7 @@ def evaluate_dataset(matcher, dataset_dir, split="val", limit=None, samples=None
                  for s in loaded]
         for s, m in zip(loaded, matcher.match(pairs)):
             h2, w2 = s["secondary"].shape
-            rows = (s["warp"][..., 1] + 1.0) * (h2 / 2.0) - 0.5
-            cols = (s["warp"][..., 0] + 1.0) * (w2 / 2.0) - 0.5
+            rows, cols = from_normalised(s["warp"][..., 1], h2), from_normalised(s["warp"][..., 0], w2)
             valid = (s["valid"] > 0) & np.isfinite(rows) & np.isfinite(cols)
             epe = np.hypot(m.rows - rows, m.cols - cols)[valid]
             epe = epe[np.isfinite(epe)]
@@ -280,7 +273,7 @@ class _Roma:
         return net(batch, scale_factor=self.scale_factor)
 
     def save_weights(self, folder, meta):
-        from ..matchers.light import atomic_torch_save
+        from ..matchers.weights import atomic_torch_save
         path = Path(folder) / FINAL_FILES["roma"]
         atomic_torch_save(self.torch, {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, path)
         return path
@@ -343,8 +336,7 @@ def _checksum(model):
 
 
 def _write_json(obj, path):
-    from ..raster import atomic_path
-    with atomic_path(path) as tmp:
+    with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1))
 
 
@@ -381,9 +373,9 @@ def finetune(dataset_dir, output_dir, *, model="light", weights=None, dinov2_wei
     ``progress(fraction)``, ``report(message)``, ``is_canceled()``: optional callables; on cancel
     :class:`FinetuneCanceled` is raised after ``last.pth`` was written.
     """
-    from ..matchers.roma import _import_romatch
+    from ..matchers.torch_runtime import import_torch, resolve_device
     from .losses import LAMBDA_C, matching_loss
-    torch = _import_romatch()[0]
+    torch = import_torch()[0]
     if model not in MODELS:
         raise FinetuneError(located(None, "MODEL", f"{model!r}; choose one of {', '.join(MODELS)}"))
     for name, value, lo in (("EPOCHS", epochs, 1), ("BATCH_SIZE", batch_size, 1), ("STEPS", steps, 1)):
@@ -408,8 +400,7 @@ def finetune(dataset_dir, output_dir, *, model="light", weights=None, dinov2_wei
         raise FinetuneError(located(out, "RESUME", "this folder already holds a fine-tuning run (last.pth); set "
                                                    "RESUME to continue it, or choose an empty output folder"))
 
-    from ..matchers.roma import _resolve_device
-    dev = _resolve_device(torch, device)
+    dev = resolve_device(torch, device)
     dist = _Dist(dev)
     if dev.type == "cuda" and dist.world > 1:
         dev = torch.device("cuda", dist.local)
@@ -475,7 +466,7 @@ def finetune(dataset_dir, output_dir, *, model="light", weights=None, dinov2_wei
         if with_optimizer:
             state |= {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled()
                       else None}
-        from ..matchers.light import atomic_torch_save
+        from ..matchers.weights import atomic_torch_save
         atomic_torch_save(torch, state, path)
         _write_json(log, out / "log.json")
 

@@ -24,6 +24,8 @@ certainty head learns alongside without pulling them towards mere validity detec
 import torch
 import torch.nn.functional as F
 
+from ..pixels import to_normalised
+
 LAMBDA_C = 0.01  # romatch's ce_weight
 ALPHA = 0.5  # romatch's robust-loss shape for RoMa outdoor
 C_PX = 0.25  # Charbonnier scale at stride 1, native secondary pixels
@@ -31,8 +33,8 @@ C_PX = 0.25  # Charbonnier scale at stride 1, native secondary pixels
 
 def cell_centres(h, w, device=None, dtype=torch.float32):
     """(1, h, w, 2) normalised (x, y) of the centres of an h x w grid."""
-    y = (2.0 * torch.arange(h, device=device, dtype=dtype) + 1.0) / h - 1.0
-    x = (2.0 * torch.arange(w, device=device, dtype=dtype) + 1.0) / w - 1.0
+    y = to_normalised(torch.arange(h, device=device, dtype=dtype), h)
+    x = to_normalised(torch.arange(w, device=device, dtype=dtype), w)
     gy, gx = torch.meshgrid(y, x, indexing="ij")
     return torch.stack((gx, gy), -1)[None]
 

@@ -1,14 +1,21 @@
 """sarstereo:matchpair — dense patch-wise matching of two slant-range SAR images."""
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterFile,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
 
 from ...core.matchers import MATCHERS
 from ..common import layer_path, load_model, user_errors, weights_folder
 from ..styling import certainty, style_on_load
-
 
 
 class MatchPair(QgsProcessingAlgorithm):
@@ -114,7 +121,7 @@ class MatchPair(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ...core.matchers import create_matcher
-        from ...core.patches import MatchSettings, match_pair
+        from ...core.matching import MatchSettings, match_pair
         paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
                  for key in (self.REFERENCE, self.SECONDARY)}
         dem_layer = self.parameterAsRasterLayer(parameters, self.PRIOR_DEM, context)

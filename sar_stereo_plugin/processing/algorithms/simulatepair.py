@@ -1,9 +1,16 @@
 """sarstereo:simulatepair — a realistic SAR stereo pair from a DEM, with exact ground truth."""
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterFile,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer)
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
 
 from ..common import layer_path, user_errors
 from ..styling import amplitude_db, qml, style_on_load
@@ -104,8 +111,10 @@ class SimulatePair(QgsProcessingAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        from ...core.dem import open_dem
+        from ...core.flight import FlightDesign
         from ...core.raster import amplitude_db_range
-        from ...core.simulate import FlightDesign, open_dem, simulate_pair
+        from ...core.simulate import simulate_pair
         dem_layer = self.parameterAsRasterLayer(parameters, self.DEM, context)
         ref_json = self.parameterAsFile(parameters, self.REFERENCE_MODEL, context)
         sec_json = self.parameterAsFile(parameters, self.SECONDARY_MODEL, context)

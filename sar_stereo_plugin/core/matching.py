@@ -1,4 +1,4 @@
-"""Patch-wise matching in slant range: patch grid, geometry-guided pairing, mosaicking.
+"""The matching engine: patch grid, geometry-guided pairing, mosaicking, in slant range.
 
 :func:`match_pair` cuts the reference image into overlapping square patches. For each, both
 sensor models and a height prior predict where it lands in the secondary image; the secondary
@@ -20,10 +20,24 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from .errors import GeometryError, RasterError, SensorModelError, located
-from .matchers import MatchingCanceled, PatchPair
-from .raster import (MATCHING_ITEM, REFERENCE_IMAGE_ITEM, SECONDARY_IMAGE_ITEM, SECONDARY_SENSOR_ITEM, SENSOR_ITEM,
-                     gcp_grid, gcp_height, geotiff_writer, open_raster, read_amplitude)
+from . import pixels
+from .dem import height_bounds, open_dem
+from .errors import GeometryError, MatchingCanceled, RasterError, SensorModelError, located
+from .matchers import PatchPair
+from .progress import Progress
+from .raster import (
+    MATCHING_ITEM,
+    REFERENCE_IMAGE_ITEM,
+    SECONDARY_IMAGE_ITEM,
+    SECONDARY_SENSOR_ITEM,
+    SENSOR_ITEM,
+    gcp_grid,
+    gcp_height,
+    geotiff_writer,
+    open_raster,
+    read_amplitude,
+)
+from .stereo import rdr2rdr
 
 MATCH_BANDS = ("secondary_row", "secondary_col", "certainty")
 PRIOR_STEP = 16  # reference pixels between nodes of the predicted secondary position
@@ -111,8 +125,7 @@ class PairPrior:
             h = np.where(np.isfinite(on_dem), on_dem, h)
         self.fields = {}
         for key, dh in (("mid", 0.0), ("low", -uncertainty_m), ("high", uncertainty_m)):
-            lon, lat, hh = ref_model.rdr2geo(rr, cc, height=h + dh)
-            self.fields[key] = np.stack(sec_model.geo2rdr(lon, lat, hh))
+            self.fields[key] = np.stack(rdr2rdr(ref_model, sec_model, rr, cc, height=h + dh))
 
     def at(self, rows, cols, key="mid"):
         """The prediction at arbitrary reference pixels (bilinear between nodes)."""
@@ -269,13 +282,10 @@ def plan_pair(reference, secondary, settings, *, prior_dem=None, reference_model
     given). Raises :class:`GeometryError` when no patch lands in the secondary image."""
     settings.validate()
     ref_model, sec_model, (ref_ds, sec_ds) = _open_pair(reference, secondary, reference_model, secondary_model)
-    dem = None
-    if prior_dem is not None:
-        from .simulate import open_dem
-        dem = open_dem(prior_dem)
+    dem = None if prior_dem is None else open_dem(prior_dem)
     height = settings.height_prior
     if height is None:
-        height = float(np.nanmedian(dem.heights)) if dem is not None else (gcp_height(reference) or 0.0)
+        height = height_bounds(dem)[2] if dem is not None else (gcp_height(reference) or 0.0)
     prior = PairPrior(ref_model, sec_model, height, float(settings.height_uncertainty_m), dem)
     jobs, outside = plan_patches(ref_model, sec_model, settings, prior)
     if not jobs:
@@ -301,6 +311,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
     :class:`MatchingCanceled` on cancel; nothing is written then, or on any error.
     """
     start = time.perf_counter()
+    report = Progress(progress, is_canceled, MatchingCanceled, "matching canceled; no output was written")
     settings = (settings or MatchSettings()).for_matcher(matcher)
     plan = plan_pair(reference, secondary, settings, prior_dem=prior_dem, reference_model=reference_model,
                      secondary_model=secondary_model)
@@ -323,8 +334,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
             counts["nodata"] += len(cut) - len(pairs)
             batch_size = max(1, int(matcher.batch_size))  # read per strip: RoMa halves it on out-of-memory
             for b in range(0, len(pairs), batch_size):
-                if is_canceled and is_canceled():
-                    raise MatchingCanceled("matching canceled; no output was written")
+                report.check()
                 batch = pairs[b:b + batch_size]
                 t0 = time.perf_counter()
                 answers = matcher.match(batch)
@@ -332,8 +342,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
                 for pair, answer in zip(batch, answers):
                     counts["matched"] += _merge(mosaic, pair, answer, sec_model)
                 done += len(batch)
-                if progress:
-                    progress(done / len(jobs))
+                report(done / len(jobs))
             mosaic.flush(strips[i + 1] if i + 1 < len(strips) else ref_model.rows, write)
         if counts["nodata"] == len(jobs):
             raise RasterError(f"{reference} / {secondary}: field 'band 1': no data (all NaN or nodata) where the "
@@ -369,7 +378,7 @@ def _merge(mosaic, pair, answer, sec_model):
     if rows.shape != pair.reference.shape:
         raise RasterError(f"matcher: field 'rows': answered a {rows.shape} array for a {pair.reference.shape} patch")
     keep = (np.isfinite(rows) & np.isfinite(cols) & np.isfinite(cert) & np.isfinite(pair.reference)
-            & (rows >= -0.5) & (rows <= sec_model.rows - 0.5) & (cols >= -0.5) & (cols <= sec_model.cols - 0.5))
+            & pixels.inside(rows, cols, (sec_model.rows, sec_model.cols)))
     cert = np.where(keep, np.clip(cert, 0.0, 1.0), np.nan).astype(np.float32)
     mosaic.merge(pair.reference_origin[0], pair.reference_origin[1], rows, cols, cert)
     return int(keep.any())

@@ -68,7 +68,7 @@ class FacetLines:
     def __init__(self, model, dem, h_lo, h_hi, h_ref, rows_per_line, cross_spacing):
         self.model, self.dem, self.h_ref = model, dem, h_ref
         self.rows_per_line, self.cross_spacing = rows_per_line, cross_spacing
-        self.k_doppler = 0.5 * model.wavelength_m * model.doppler_centroid_hz
+        self.k_doppler = -model.range_rate
         self.sign = -1.0 if model.look_side == "right" else 1.0
         self._lines()
         self._cross_extent(h_lo, h_hi)

@@ -39,16 +39,16 @@ class Circle:
     """One image's geometry at given azimuth times and slant ranges, as component arrays.
 
     Range sphere |X - p| = rng and Doppler condition vhat.(X - p) = k rng (k the sine of the
-    squint) meet in a circle: centre p + k rng vhat, radius rng sqrt(1 - k^2), in the plane
+    squint, -rdot / |v| for range rate ``rdot``; the model's own where not given) meet in a circle: centre p + k rng vhat, radius rng sqrt(1 - k^2), in the plane
     spanned by 'up' (p without its along-track part) and 'side' (towards the look side).
     """
 
-    def __init__(self, model, t, rng):
+    def __init__(self, model, t, rng, rdot=None):
         p, v = model.orbit.position(t), model.orbit.velocity(t)
         px, py, pz = (np.ascontiguousarray(p[:, i]) for i in range(3))
         speed = np.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2 + v[:, 2] ** 2)
         vx, vy, vz = v[:, 0] / speed, v[:, 1] / speed, v[:, 2] / speed
-        k = model._half_lambda_fdc / speed
+        k = -(model.range_rate if rdot is None else rdot) / speed  # v.(X - p) = -rng * rdot
         pv = px * vx + py * vy + pz * vz
         self.p, self.v, self.rng = (px, py, pz), (vx, vy, vz), rng
         self.doppler = pv + k * rng  # Doppler plane: vhat.X = doppler

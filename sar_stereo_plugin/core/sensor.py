@@ -231,16 +231,30 @@ class SensorModel:
         return json.dumps(self.to_dict(), indent=1)
 
     # ------------------------------------------------------------ pixel <-> time/range
+    def contour(self, rows, cols):
+        """(time, slant range, range rate) of image points: each point's target lies where the
+        platform at that time sees it at that range, closing or opening at that rate (m/s). This
+        range/Doppler contour is the projection model every geometric step works on."""
+        t = self.row_to_time(rows)
+        return t, self.col_to_range(cols, t), np.full(np.shape(t), self.range_rate)
+
+    @property
+    def range_rate(self):
+        """d|X - p|/dt of every target at its image time: -lambda f_dc / 2 (0 for zero-Doppler)."""
+        return -0.5 * self.wavelength_m * self.doppler_centroid_hz
+
     def row_to_time(self, rows):
         return self.first_line_time_s + np.asarray(rows, dtype=np.float64) * self.line_interval_s
 
-    def col_to_range(self, cols):
+    def time_to_row(self, t):
+        return (np.asarray(t, dtype=np.float64) - self.first_line_time_s) / self.line_interval_s
+
+    def col_to_range(self, cols, t=None):
+        """Slant range of columns (``t``: their image times, for models whose range depends on it)."""
         return self.first_sample_range_m + np.asarray(cols, dtype=np.float64) * self.sample_spacing_m
 
-    @property
-    def _half_lambda_fdc(self):
-        """lambda * f_dc / 2: the Doppler condition reads v.(X - p) = (lambda f_dc / 2) * |X - p|."""
-        return 0.5 * self.wavelength_m * self.doppler_centroid_hz
+    def range_to_col(self, rng, t=None):
+        return (np.asarray(rng, dtype=np.float64) - self.first_sample_range_m) / self.sample_spacing_m
 
     # ------------------------------------------------------------ geo2rdr
     def geo2rdr(self, lon, lat, h, look_side_only=False):
@@ -253,8 +267,7 @@ class SensorModel:
         """
         lon, lat, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (lon, lat, h)))
         t, rng = blockwise(self._time_range_block, lon, lat, h, degrees=True)
-        rows = (t - self.first_line_time_s) / self.line_interval_s
-        cols = (rng - self.first_sample_range_m) / self.sample_spacing_m
+        rows, cols = self.time_to_row(t), self.range_to_col(rng, t)
         if look_side_only:
             xyz = ellipsoid.llh_to_ecef(lon, lat, h)
             pos, vel = self.orbit.position(t), self.orbit.velocity(t)
@@ -281,7 +294,7 @@ class SensorModel:
         (p0x, p0y, p0z), (v0x, v0y, v0z) = self.orbit.position(t0), self.orbit.velocity(t0)
         t = t0 + ((x - p0x) * v0x + (y - p0y) * v0y + (z - p0z) * v0z) / (v0x * v0x + v0y * v0y + v0z * v0z)
         t = np.clip(t, lo, hi)
-        k = self._half_lambda_fdc
+        k = -self.range_rate
         pinned = np.zeros(t.shape, bool)
         for _ in range(_NEWTON_MAX):
             p, v, a = self.orbit.state(t)
@@ -314,7 +327,7 @@ class SensorModel:
         """
         rows, cols, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (
             rows, cols, 0.0 if height is None else height)))
-        t, rng = self.row_to_time(rows), self.col_to_range(cols)
+        t, rng, _ = self.contour(rows, cols)
         if dem is None:
             lon, lat = self.time_range_to_lonlat(t, rng, h)
             return np.degrees(lon), np.degrees(lat), np.where(np.isfinite(lon), h, np.nan)

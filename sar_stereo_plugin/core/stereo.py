@@ -10,8 +10,8 @@ from .rangedoppler import Circle, blockwise
 
 
 def _triangulate_block(r1, c1, r2, c2, ref_model, sec_model, height_guess, max_iter):
-    v1 = Circle(ref_model, ref_model.row_to_time(r1), ref_model.col_to_range(c1))
-    v2 = Circle(sec_model, sec_model.row_to_time(r2), sec_model.col_to_range(c2))
+    v1 = Circle(ref_model, *ref_model.contour(r1, c1))
+    v2 = Circle(sec_model, *sec_model.contour(r2, c2))
     # start: the reference circle cut by the secondary range sphere (exact for exact matches)
     a, b = v1.cut(*v2.p, v2.rng, exact=False)
     bad = ~np.isfinite(a)

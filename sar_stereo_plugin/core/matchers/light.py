@@ -20,7 +20,7 @@ scale (withheld pair, ``make compare``: within 3 px 0.955 -> 0.966, within 10 px
 trained on windows that fill its input.
 
 Test-time flips (``flips=True``, the default): the network also sees the pair mirrored left-right,
-upside-down and both (training flips pairs the same way, :func:`..training.finetune`), each answer
+upside-down and both (training flips pairs the same way, :func:`..training.samples.flip_pair`), each answer
 is mirrored back, and the four warps are combined per pixel by their median (the mean of the middle
 two), the certainties by their mean. Four forwards instead of one; on the demo pair (``make
 compare``) it took the share within 1 px from 0.60 to 0.68 and the DEM's median error from 4.96 to

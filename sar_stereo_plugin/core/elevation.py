@@ -35,7 +35,7 @@ so 10 million matches take about 120 MB; the match raster itself is streamed.
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +50,12 @@ from .evaluate import MAX_CELLS, evaluate_dem
 from .products import read_pair_models
 from .progress import Progress
 from .raster import MATCHING_ITEM, SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
-from .stereo import look_angles, triangulate
+from .stereo import look_angles, misclosure_px, triangulate
 
 ELEVATION_ITEM = "SARSTEREO_ELEVATION"  # DEM metadata: source and settings (both sensor models beside)
 BLOCK_ROWS = 256
+MISCLOSURE_SAMPLE = 20_000  # usable matches whose misclosure is measured
+MAX_MISCLOSURE_PX = 0.5  # beyond this median misclosure the sensor models disagree
 _NICE = (1.0, 2.0, 2.5, 5.0, 10.0)
 
 
@@ -99,6 +101,8 @@ class ElevationResult:
     filled_cells: int
     max_residual_m: float
     seconds: float
+    median_misclosure_px: float = float("nan")  # of the usable matches, before the misclosure limit
+    warnings: list = field(default_factory=list)
 
     def to_dict(self):
         return asdict(self)
@@ -171,10 +175,20 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
                              uncertainty_output and str(uncertainty_output), grid.crs_name, grid.resolution,
                              (grid.rows, grid.cols), points.threshold, points.matches_used, used,
                              int((count > 0).sum()), int(filled.sum()), points.max_residual,
-                             time.perf_counter() - start)
+                             time.perf_counter() - start, points.misclosure_px, _warnings(points))
     _evaluate(result, reference_dem, error_output, report)
     steps.done()
     return result
+
+
+def _warnings(points):
+    """What a user must know about the run that the outputs do not show."""
+    if points.misclosure_px > MAX_MISCLOSURE_PX:
+        dropped = 1.0 - points.h.size / max(points.matches_used, 1)
+        return [f"the sensor models disagree: the matches misclose by {points.misclosure_px:.2f} lines (median; "
+                f"more than {MAX_MISCLOSURE_PX}), so {100 * dropped:.0f} % of them fail MAX_RESIDUAL and the heights may "
+                "be biased; refine the models with sarstereo:refinepair and match again"]
+    return []
 
 
 def _open_matches(matches):
@@ -217,6 +231,7 @@ class _Points:
     matches_used: int  # finite matches at or above the certainty threshold
     threshold: float
     max_residual: float
+    misclosure_px: float  # median |misclosure| (secondary lines) of a sample of the usable matches
 
 
 def _triangulate_all(ds, ref, sec, settings, matches, steps):
@@ -225,7 +240,8 @@ def _triangulate_all(ds, ref, sec, settings, matches, steps):
     threshold = settings.certainty_threshold
     if threshold is None:
         threshold = float(json.loads(ds.GetMetadataItem(MATCHING_ITEM) or "{}").get("certainty_threshold", 0.0))
-    out, used = [[], [], [], []], 0
+    out, used, sample = [[], [], [], []], 0, []
+    stride = max(1, ref.rows * ref.cols // MISCLOSURE_SAMPLE)
     for row0 in range(0, ref.rows, BLOCK_ROWS):
         steps.check()
         n = min(BLOCK_ROWS, ref.rows - row0)
@@ -233,6 +249,8 @@ def _triangulate_all(ds, ref, sec, settings, matches, steps):
         with np.errstate(invalid="ignore"):
             rows, cols = np.nonzero(np.isfinite(r2) & np.isfinite(c2) & (cert >= threshold))
         used += rows.size
+        pick = slice(None, None, stride)
+        sample.append(np.stack([rows[pick] + float(row0), cols[pick], r2[rows, cols][pick], c2[rows, cols][pick]]))
         lon, lat, h, res = triangulate(ref, rows + float(row0), cols.astype(np.float64), sec,
                                        r2[rows, cols], c2[rows, cols])
         with np.errstate(invalid="ignore"):
@@ -240,7 +258,9 @@ def _triangulate_all(ds, ref, sec, settings, matches, steps):
         for acc, a, dtype in zip(out, (lon, lat, h, res), (np.float64, np.float64, np.float32, np.float32)):
             acc.append(a[keep].astype(dtype))
         steps((row0 + n) / ref.rows)
-    points = _Points(*(np.concatenate(a) for a in out), used, threshold, max_residual)
+    misclosure = np.abs(misclosure_px(ref, sec, *np.concatenate(sample, axis=1)))
+    misclosure = float(np.nanmedian(misclosure)) if np.isfinite(misclosure).any() else float("nan")
+    points = _Points(*(np.concatenate(a) for a in out), used, threshold, max_residual, misclosure)
     if not used:
         raise GeometryError(located(matches, "bands 1-3", "holds no match at or above the certainty threshold; "
                                                           "lower CERTAINTY_THRESHOLD or check the matching step"))

@@ -22,6 +22,7 @@ from osgeo import gdal
 from pyproj import CRS, Transformer
 
 from . import pixels
+from .coregistration import dem_shift
 from .errors import GeometryError, RasterError, located
 from .products import read_pair_models
 from .raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
@@ -147,7 +148,8 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
     reference = reference_on_grid(reference_dem, ds, grid=(gt, *heights.shape))
     area = imaged_area(models, gt, wkt, reference) if models else np.isfinite(reference)
     error = heights - reference
-    stats = {"dem": str(dem), "reference_dem": str(reference_dem), **dem_statistics(error, area)}
+    stats = {"dem": str(dem), "reference_dem": str(reference_dem), **dem_statistics(error, area),
+             "shift_m": _shift(heights, reference, area, gt, wkt)}
     if error_output:
         write_geotiff(error_output, error, band_names=("error_m",), nodata=float("nan"), geotransform=gt, crs=wkt)
         stats["error_output"] = str(error_output)
@@ -155,6 +157,17 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
         from .report import write_dem_report
         stats.update(write_dem_report(report, {**stats, **(extra or {})}, heights, error, area))
     return stats
+
+
+def _shift(heights, reference, area, gt, wkt):
+    """The DEM's residual shift against the reference (:func:`.coregistration.dem_shift`) as
+    {dx, dy, dz, iterations} in metres, on a grid in metres; None where it cannot be told."""
+    crs = CRS.from_wkt(wkt)
+    unit = crs.axis_info[0].unit_name if crs.axis_info else ""
+    if not crs.is_projected or unit not in ("metre", "meter") or abs(abs(gt[5]) - gt[1]) > 1e-6 * gt[1]:
+        return None
+    found = dem_shift(np.where(area, heights, np.nan), reference, gt[1])
+    return None if found is None else dict(zip(("dx", "dy", "dz", "iterations"), found))
 
 
 # ---------------------------------------------------------------- the ground a pair images

@@ -1,9 +1,7 @@
 """Sensor-model refinement: corrections of both models from the images themselves (and a DEM).
 
-Relative orientation: tie points between the images must close; each one's *misclosure* is
-how many secondary lines the secondary row it should have (where the reference pixel's
-range/Doppler circle meets the secondary's range sphere, seen by the secondary) lies from the row
-matched. Absolute orientation: where a reference DEM is given, the triangulated tie points must
+Relative orientation: tie points between the images must close (their misclosure,
+:func:`.stereo.misclosure_px`, must vanish). Absolute orientation: where a reference DEM is given, the triangulated tie points must
 lie on it (their height differences, whose dependence on a horizontal shift through the DEM's
 slopes is the Nuth & Kaab co-registration of DEMs); ground control points fix heights where they
 are. Both are solved together by iteratively reweighted least squares (Tukey's biweight on
@@ -26,8 +24,7 @@ import numpy as np
 
 from .corrections import Corrections
 from .errors import GeometryError, SettingsError, located
-from .rangedoppler import Circle, blockwise
-from .stereo import triangulate
+from .stereo import misclosure_px, triangulate
 
 TUKEY_C = 4.685
 NAMES = ("azimuth_offset", "azimuth_drift", "range_offset", "range_drift", "cross_track", "vertical")
@@ -90,25 +87,6 @@ def with_values(model, role, params, x):
 
 
 # ---------------------------------------------------------------- observations
-def misclosure_px(ref, sec, r1, c1, r2, c2, iterations=4):
-    """Signed misclosure of correspondences, in secondary lines (see the module doc); NaN where the
-    geometry fails."""
-    args = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (r1, c1, r2, c2)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return blockwise(_misclosure_block, *args, ref=ref, sec=sec, iterations=iterations)[0]
-
-
-def _misclosure_block(r1, c1, r2, c2, ref, sec, iterations):
-    circle = Circle(ref, *ref.contour(r1, c1))
-    t2 = sec.row_to_time(r2)
-    lo, hi = sec.orbit.span
-    for _ in range(iterations):
-        p = sec.orbit.position(np.clip(t2, lo, hi))
-        x = circle.point(*circle.cut(p[:, 0], p[:, 1], p[:, 2], sec.col_to_range(c2, t2), exact=False))
-        t2, _ = sec.ecef_to_time_range(np.stack(x, axis=-1))
-    return (sec.time_to_row(t2) - r2,)
-
-
 @dataclass
 class Observations:
     """What the parameters are fitted to: tie points, and optionally a DEM and ground control."""

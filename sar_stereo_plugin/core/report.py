@@ -63,6 +63,9 @@ def _figure(heights, error, area):
 def _page(stats, figure):
     rows = [(label, stats.get(key)) for key, label in _LABELS.items()]
     rows += [(f"share within {t} m", v) for t, v in stats.get("fraction_within_m", {}).items()]
+    shift = stats.get("shift_m")
+    rows.append(("shift to the reference, east / north / up (m; Nuth & Kääb)",
+                 " / ".join(f"{shift[k]:.2f}" for k in ("dx", "dy", "dz")) if shift else None))
     table = "\n".join(f"<tr><th>{html.escape(label)}</th><td>{_fmt(value)}</td></tr>" for label, value in rows)
     image = base64.b64encode(Path(figure).read_bytes()).decode("ascii")
     return f"""<!DOCTYPE html>

@@ -134,3 +134,24 @@ def look_angles(model, lon, lat, h):
     heading = np.degrees(np.arctan2(v @ east, v @ north)) % 360.0
     los = (p - xyz) / np.linalg.norm(p - xyz)
     return float(heading), float(np.degrees(np.arccos(np.clip(los @ up, -1, 1))))
+
+
+def misclosure_px(ref, sec, r1, c1, r2, c2, iterations=4):
+    """Signed misclosure of correspondences, in secondary lines: where the reference pixel's
+    range/Doppler circle meets the secondary's range sphere at the matched column, the secondary
+    sees that point at some row; this is that row minus the matched one (0 for an exact match and
+    exact models; a timing error of the secondary of d lines gives -d). NaN where the geometry fails."""
+    args = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (r1, c1, r2, c2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return blockwise(_misclosure_block, *args, ref=ref, sec=sec, iterations=iterations)[0]
+
+
+def _misclosure_block(r1, c1, r2, c2, ref, sec, iterations):
+    circle = Circle(ref, *ref.contour(r1, c1))
+    t2 = sec.row_to_time(r2)
+    lo, hi = sec.orbit.span
+    for _ in range(iterations):
+        p = sec.orbit.position(np.clip(t2, lo, hi))
+        x = circle.point(*circle.cut(p[:, 0], p[:, 1], p[:, 2], sec.col_to_range(c2, t2), exact=False))
+        t2, _ = sec.ecef_to_time_range(np.stack(x, axis=-1))
+    return (sec.time_to_row(t2) - r2,)

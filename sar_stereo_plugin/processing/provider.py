@@ -12,6 +12,7 @@ from .algorithms.finetune import Finetune
 from .algorithms.generateelevation import GenerateElevation
 from .algorithms.inspectpair import InspectPair
 from .algorithms.matchpair import MatchPair
+from .algorithms.refinepair import RefinePair
 from .algorithms.simulatepair import SimulatePair
 from .common import WEIGHTS_SETTING, processing_config
 
@@ -57,7 +58,7 @@ class SarStereoProvider(QgsProcessingProvider):
             config[0].removeSetting(WEIGHTS_SETTING)
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
-        for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
+        for algorithm in (InspectPair(), RefinePair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
                           EvaluateDem(), BuildDataset(), Finetune()):
             self.addAlgorithm(algorithm)
         for path in sorted(MODELS.glob("*.model3")):  # the shipped graphical models

@@ -69,6 +69,18 @@ def amplitude_db(low_db, high_db, steps=16):
     return apply
 
 
+def tie_points(layer, context=None):
+    """Tie points by whether refinement used them: used in green, rejected in red, with a legend."""
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsMarkerSymbol, QgsRendererCategory
+    categories = []
+    for value, colour, label in ((1, "#1a9641", "used"), (0, "#d7191c", "rejected as inconsistent")):
+        symbol = QgsMarkerSymbol.createSimple({"name": "circle", "color": colour, "size": "1.6",
+                                               "outline_style": "no"})
+        categories.append(QgsRendererCategory(value, symbol, label))
+    layer.setRenderer(QgsCategorizedSymbolRenderer("used", categories))
+    layer.triggerRepaint()
+
+
 def certainty(layer, context=None):
     """Draw a match raster by its certainty (band 3), 0 to 1 on the viridis ramp."""
     ramp = QgsColorRampShader(0.0, 1.0, QgsStyle.defaultStyle().colorRamp("Viridis"))

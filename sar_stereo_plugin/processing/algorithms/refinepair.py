@@ -1,0 +1,191 @@
+"""sarstereo:refinepair — correct the sensor models of a pair from the images (and a DEM or GCPs)."""
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ...core.matchers import MATCHERS
+from ..common import layer_path, load_model, optional_number, user_errors, weights_folder
+from ..styling import style_on_load, tie_points
+
+
+class RefinePair(QgsProcessingAlgorithm):
+    REFERENCE = "REFERENCE"
+    SECONDARY = "SECONDARY"
+    REFERENCE_MODEL = "REFERENCE_MODEL"
+    SECONDARY_MODEL = "SECONDARY_MODEL"
+    REFERENCE_DEM = "REFERENCE_DEM"
+    GCPS = "GCPS"
+    GCP_HEIGHT_FIELD = "GCP_HEIGHT_FIELD"
+    MATCHER = "MATCHER"
+    TIE_STEP = "TIE_STEP"
+    HEIGHT_PRIOR = "HEIGHT_PRIOR"
+    HEIGHT_UNCERTAINTY = "HEIGHT_UNCERTAINTY"
+    COARSE_SEARCH = "COARSE_SEARCH"
+    MAX_SD = "MAX_SD"
+    REFINED_REFERENCE_MODEL = "REFINED_REFERENCE_MODEL"
+    REFINED_SECONDARY_MODEL = "REFINED_SECONDARY_MODEL"
+    TIE_POINTS = "TIE_POINTS"
+    REPORT = "REPORT"
+
+    def name(self):
+        return "refinepair"
+
+    def displayName(self):  # noqa: N802 - QGIS API
+        return "Refine sensor models"
+
+    def group(self):
+        return "Pair geometry"
+
+    def groupId(self):  # noqa: N802 - QGIS API
+        return "geometry"
+
+    def shortHelpString(self):  # noqa: N802 - QGIS API
+        return ("Corrects the sensor models of a pair whose metadata is off by pixels (timing, range delay, "
+                "trajectory errors), from the images themselves. A coarse registration of strongly multilooked "
+                "images first finds where the secondary really is (up to the coarse search, in pixels); tie points "
+                "are then matched on a grid and the corrections solved by robust least squares so that the tie "
+                "points' range/Doppler equations close (relative orientation).\n\n"
+                "Tie points alone cannot tell a common shift of both images, nor any slant-range error (two range "
+                "spheres always meet): these are held and named unobservable in the report, and a range error "
+                "would shift every height. A reference DEM (any CRS and resolution, heights above the WGS84 "
+                "ellipsoid: SRTM, Copernicus DEM, ...) or ground control points (a point layer with a height "
+                "field) solve them too (absolute orientation), as far as the terrain allows.\n\n"
+                "Outputs: the refined models (sarstereo.sensor/1 JSON with a 'corrections' section; give them to "
+                "Match stereo pair as its sensor models), the tie points with their misclosure before and after "
+                "and whether they were used, and a report (JSON, with an HTML page and a figure beside it).")
+
+    def createInstance(self):  # noqa: N802 - QGIS API
+        return RefinePair()
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        number = QgsProcessingParameterNumber
+        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
+        for key, role in ((self.REFERENCE_MODEL, "reference"), (self.SECONDARY_MODEL, "secondary")):
+            self.addParameter(QgsProcessingParameterFile(
+                key, f"Sensor model of the {role} image (JSON, instead of the one found with the image)",
+                extension="json", optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.REFERENCE_DEM, "Reference DEM for absolute control (heights above the WGS84 ellipsoid)", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.GCPS, "Ground control points", [QgsProcessing.TypeVectorPoint], optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            self.GCP_HEIGHT_FIELD, "Height field of the ground control points (m above the ellipsoid)",
+            parentLayerParameterName=self.GCPS, type=QgsProcessingParameterField.Numeric, optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher for the tie points", options=list(MATCHERS),
+                                                     defaultValue=MATCHERS.index("poc")))
+        advanced = [
+            number(self.TIE_STEP, "Tie points every (reference pixels)", number.Integer, defaultValue=8, minValue=1),
+            number(self.HEIGHT_PRIOR, "Height prior (m above the ellipsoid; empty: the reference DEM's median, "
+                                      "else the GCPs', else the reference image's GCP height)", number.Double,
+                   optional=True),
+            number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (+- m)", number.Double,
+                   defaultValue=300.0, minValue=0.0),
+            number(self.COARSE_SEARCH, "Coarse registration search (secondary pixels)", number.Integer,
+                   defaultValue=64, minValue=0, maxValue=4096),
+            number(self.MAX_SD, "Solve a correction only where it is known to (pixels, standard deviation)",
+                   number.Double, defaultValue=0.1, minValue=0.001, maxValue=10.0),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        for key, label in ((self.REFINED_REFERENCE_MODEL, "Refined reference sensor model"),
+                           (self.REFINED_SECONDARY_MODEL, "Refined secondary sensor model")):
+            self.addParameter(QgsProcessingParameterFileDestination(key, label, "JSON files (*.json)"))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.TIE_POINTS, "Tie points", QgsProcessing.TypeVectorPoint, optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, "Refinement report", "JSON files (*.json)",
+                                                                optional=True, createByDefault=True))
+        for key, label in (("TIE_POINTS_USED", "Tie points used"),
+                           ("MISCLOSURE_BEFORE", "Median |misclosure| before (lines)"),
+                           ("MISCLOSURE_AFTER", "Median |misclosure| after (lines)")):
+            self.addOutput(QgsProcessingOutputNumber(key, label))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        from ...core.matchers import create_matcher
+        from ...core.refine import RefineSettings
+        from ...core.refine_pair import refine_pair
+        paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
+                 for key in (self.REFERENCE, self.SECONDARY)}
+        dem = self.parameterAsRasterLayer(parameters, self.REFERENCE_DEM, context)
+        gcps = self._gcps(parameters, context)
+        settings = RefineSettings(
+            tie_step_px=self.parameterAsInt(parameters, self.TIE_STEP, context),
+            height_prior=optional_number(self, parameters, self.HEIGHT_PRIOR, context),
+            height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context),
+            coarse_search_px=self.parameterAsInt(parameters, self.COARSE_SEARCH, context),
+            max_sd_px=self.parameterAsDouble(parameters, self.MAX_SD, context))
+        outputs = {key: self.parameterAsFileOutput(parameters, key, context) or None
+                   for key in (self.REFINED_REFERENCE_MODEL, self.REFINED_SECONDARY_MODEL, self.REPORT)}
+        ties = self.parameterAsOutputLayer(parameters, self.TIE_POINTS, context) or None
+        with user_errors():
+            models = [load_model(paths[key], self.parameterAsFile(parameters, model_key, context))
+                      for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL),
+                                             (self.SECONDARY, self.SECONDARY_MODEL))]
+            matcher = create_matcher(MATCHERS[self.parameterAsEnum(parameters, self.MATCHER, context)],
+                                     weights_dir=weights_folder())
+            feedback.pushInfo(f"tie points from: {matcher.describe()}")
+            result = refine_pair(paths[self.REFERENCE], paths[self.SECONDARY], reference_model=models[0],
+                                 secondary_model=models[1], reference_dem=layer_path(dem) if dem else None,
+                                 gcps=gcps, matcher=matcher, settings=settings,
+                                 refined_reference_model=outputs[self.REFINED_REFERENCE_MODEL],
+                                 refined_secondary_model=outputs[self.REFINED_SECONDARY_MODEL],
+                                 tie_points_output=ties, report=outputs[self.REPORT],
+                                 progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
+        self._log(result, feedback)
+        if ties:
+            style_on_load(context, ties, tie_points)
+        before, after = result.misclosure_px["before"], result.misclosure_px["after"]
+        return {**{k: v for k, v in outputs.items() if v}, self.TIE_POINTS: ties,
+                "TIE_POINTS_USED": result.tie_points_used, "MISCLOSURE_BEFORE": before and before["median_abs"],
+                "MISCLOSURE_AFTER": after and after["median_abs"]}
+
+    def _gcps(self, parameters, context):
+        """(n, 3) longitude, latitude, height of the GCP layer, or None."""
+        source = self.parameterAsSource(parameters, self.GCPS, context)
+        if source is None:
+            return None
+        field = self.parameterAsString(parameters, self.GCP_HEIGHT_FIELD, context)
+        if not field or source.fields().indexOf(field) < 0:
+            names = ", ".join(f.name() for f in source.fields() if f.isNumeric()) or "none"
+            raise QgsProcessingException(f"{source.sourceName()}: field 'GCP_HEIGHT_FIELD': "
+                                         f"{field or 'not given'}; choose the numeric field holding the heights "
+                                         f"(numeric fields: {names})")
+        to_wgs84 = QgsCoordinateTransform(source.sourceCrs(), QgsCoordinateReferenceSystem("EPSG:4326"),
+                                          context.transformContext())
+        rows = []
+        for feature in source.getFeatures():
+            point = to_wgs84.transform(feature.geometry().asPoint()) if feature.hasGeometry() else None
+            height = feature[field]
+            if point is not None and height not in (None, ""):
+                rows.append((point.x(), point.y(), float(height)))
+        return rows or [(float("nan"),) * 3]
+
+    @staticmethod
+    def _log(result, feedback):
+        for role, terms in result.corrections.items():
+            for name, v in terms.items():
+                feedback.pushInfo(f"{role} {name}: {v['value']:.6g} {v['unit']} ({v['px']:+.3f} px, "
+                                  f"std. dev. {v['sd_px']:.3f} px)")
+        if result.unobservable:
+            feedback.pushInfo("held (not determined by the data): " + ", ".join(result.unobservable))
+        before, after = result.misclosure_px["before"], result.misclosure_px["after"]
+        feedback.pushInfo(f"{result.tie_points_used} of {result.tie_points} tie points used; median |misclosure| "
+                          f"{before['median_abs']:.2f} -> {after['median_abs']:.2f} lines")
+        for warning in result.warnings:
+            feedback.reportError(warning, fatalError=False)

@@ -1,0 +1,171 @@
+"""Sensor-model refinement: the correction model, the misclosure, the solver on simulated pairs
+with injected model errors (with and without absolute control), and bad inputs."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from sar_stereo_plugin.core.corrections import Corrections
+from sar_stereo_plugin.core.errors import GeometryError, SensorModelError, SettingsError
+from sar_stereo_plugin.core.products import read_pair_models, read_sensor_model, write_image
+from sar_stereo_plugin.core.refine import RefineSettings
+from sar_stereo_plugin.core.refine_pair import refine_pair
+from sar_stereo_plugin.core.sensor import SensorModel
+from sar_stereo_plugin.core.stereo import misclosure_px
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, shared_data):
+    """A 35/55 degree pair over the Swiss Alps, 640 x 640 at 7.5 m, and its DEM at 150 m."""
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.simulate import simulate_pair
+    tmp = tmp_path_factory.mktemp("refine")
+    dem = str(shared_data / "dem" / "swiss_alps_46m.tif")
+    paths = {k: str(tmp / f"{k}.tif") for k in ("reference", "secondary", "truth")}
+    simulate_pair(dem, FlightDesign(rows=640, cols=640, pixel_spacing_m=7.5, altitude_m=12000.0, heading_deg=60.0),
+                  seed=5, reference_output=paths["reference"], secondary_output=paths["secondary"],
+                  ground_truth_output=paths["truth"])
+    paths["dem"] = str(tmp / "dem150.tif")
+    subprocess.run(["gdalwarp", "-q", "-tr", "150", "150", "-r", "average", dem, paths["dem"]], check=True)
+    paths["tmp"] = tmp
+    return paths
+
+
+def _biased(model, lines=0.0, samples=0.0, cross_m=0.0):
+    """``model`` as wrong metadata would describe it: the ground appears ``lines``/``samples`` later."""
+    return model.with_corrections(Corrections(model.centre_time_s, (-lines * model.line_interval_s, 0.0),
+                                              (-samples * model.sample_spacing_m, 0.0), (0.0, cross_m, 0.0)))
+
+
+def _image_error(true, got, dem_path):
+    """Max distance (pixels) between where two models put the DEM's ground in the image."""
+    rows, cols = np.meshgrid(np.linspace(0, true.rows - 1, 15), np.linspace(0, true.cols - 1, 15), indexing="ij")
+    lon, lat, h = true.rdr2geo(rows, cols, dem=dem_path)
+    a, b = np.stack(true.geo2rdr(lon, lat, h)), np.stack(got.geo2rdr(lon, lat, h))
+    return float(np.nanmax(np.hypot(*(a - b))))
+
+
+# ---------------------------------------------------------------- the correction model
+def test_corrections_round_trip_through_json_and_move_the_image(stereo_models):
+    ref = stereo_models[0]
+    c = Corrections(ref.centre_time_s, (0.02, 2e-4), (7.5, 0.05), (1.0, 4.0, -3.0))
+    corrected = SensorModel.from_json(json.loads(json.dumps(ref.with_corrections(c).to_dict())))
+    assert corrected.corrections == c
+    rows, cols = np.meshgrid(np.linspace(0, 399, 9), np.linspace(0, 399, 9), indexing="ij")
+    lon, lat, h = corrected.rdr2geo(rows, cols, height=2400.0)
+    back = np.stack(corrected.geo2rdr(lon, lat, h))
+    assert np.abs(back - np.stack([rows, cols])).max() < 1e-6  # exact both ways
+    nominal = np.stack(ref.geo2rdr(lon, lat, h))
+    # a later time offset shows the ground earlier: 0.02 s at 5 ms a line and 1 m along at 200 m/s
+    assert np.median(back[0] - nominal[0]) == pytest.approx(-(0.02 / ref.line_interval_s + 1.0), abs=0.05)
+    assert ref.with_corrections(Corrections()).corrections is None  # zero corrections are none
+
+
+@pytest.mark.parametrize("doc, field", [({"azimuth_time_s": [0.0]}, "azimuth_time_s"),
+                                        ({"slant_range_m": [0.0, float("nan")]}, "slant_range_m"),
+                                        ({"clock": 1}, "clock"),
+                                        ({"azimuth_time_s": [0.0, 0.5]}, "azimuth_time_s")])
+def test_bad_corrections_name_the_field(stereo_models, doc, field):
+    model = stereo_models[0].to_dict() | {"corrections": doc}
+    with pytest.raises(SensorModelError, match=f"corrections.{field}"):
+        SensorModel.from_json(model, source="model.json")
+
+
+def test_misclosure_is_zero_for_true_matches_and_minus_the_timing_error(pair):
+    ref, sec = read_pair_models(pair["truth"])
+    truth = gdal.Open(pair["truth"]).ReadAsArray()
+    r1, c1 = np.nonzero(truth[2] == 1)
+    pick = slice(None, None, 97)
+    args = (r1[pick].astype(float), c1[pick].astype(float), truth[0][r1, c1][pick], truth[1][r1, c1][pick])
+    assert np.nanmax(np.abs(misclosure_px(ref, sec, *args))) < 1e-3
+    late = misclosure_px(ref, _biased(sec, lines=4.0), *args)
+    assert np.nanmedian(late) == pytest.approx(-4.0, abs=0.02)
+
+
+# ---------------------------------------------------------------- refinement
+def test_with_a_dem_azimuth_and_range_errors_of_either_model_are_recovered(pair):
+    """30 lines and 10 samples off in the secondary, 12 lines in the reference: after refinement with
+    the DEM at 150 m both models put the ground within 0.1 px of the truth."""
+    true = [read_sensor_model(pair[k]) for k in ("reference", "secondary")]
+    models = [_biased(true[0], lines=12.0), _biased(true[1], lines=-30.0, samples=10.0)]
+    out = pair["tmp"] / "dem_control"
+    out.mkdir()
+    result = refine_pair(pair["reference"], pair["secondary"], reference_model=models[0], secondary_model=models[1],
+                         reference_dem=pair["dem"], refined_reference_model=out / "ref.json",
+                         refined_secondary_model=out / "sec.json", tie_points_output=out / "ties.gpkg",
+                         report=out / "report.json")
+    refined = [SensorModel.from_json(out / "ref.json"), SensorModel.from_json(out / "sec.json")]
+    errors = [_image_error(t, r, pair["dem"]) for t, r in zip(true, refined)]
+    assert max(errors) <= 0.1, (errors, result.corrections, result.unobservable)
+    assert result.misclosure_px["before"]["median_abs"] > 15 and result.misclosure_px["after"]["median_abs"] < 0.5
+    assert abs(result.dem_difference_m["after"]["median"]) < 2.0
+    assert result.tie_points_used > 1000
+    report = json.loads((out / "report.json").read_text())
+    assert report["corrections"]["secondary"]["range_offset"]["sd_px"] < 0.1
+    assert (out / "report.html").read_text().count("<tr>") >= 4 and (out / "report.png").stat().st_size > 10_000
+    layer = gdal.OpenEx(str(out / "ties.gpkg")).GetLayer(0)
+    assert layer.GetFeatureCount() == result.tie_points
+    assert {layer.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(layer.GetLayerDefn().GetFieldCount())} >= {
+        "misclosure_before_px", "misclosure_after_px", "dem_difference_after_m", "used"}
+
+
+def test_without_a_dem_azimuth_errors_go_and_range_errors_are_reported(pair):
+    true = [read_sensor_model(pair[k]) for k in ("reference", "secondary")]
+    sec = _biased(true[1], lines=6.0, samples=3.0)
+    result = refine_pair(pair["reference"], pair["secondary"], secondary_model=sec)
+    rows, cols = np.meshgrid(np.linspace(0, 639, 9), np.linspace(0, 639, 9), indexing="ij")
+    lon, lat, h = true[0].rdr2geo(rows, cols, dem=pair["dem"])
+    moved = np.stack(result.secondary_model.geo2rdr(lon, lat, h)) - np.stack(true[1].geo2rdr(lon, lat, h))
+    assert np.nanmax(np.abs(moved[0])) < 0.1  # the timing error is gone
+    assert np.nanmedian(moved[1]) == pytest.approx(-3.0, abs=0.05)  # the range error is still there ...
+    assert "secondary.range_offset" in result.unobservable  # ... and said so
+    assert any("REFERENCE_DEM" in w and "height" in w for w in result.warnings)
+    assert result.misclosure_px["after"]["median_abs"] < 0.5 < result.misclosure_px["before"]["median_abs"]
+
+
+def test_featureless_images_have_too_few_tie_points(pair, tmp_path):
+    ref, sec = (read_sensor_model(pair[k]) for k in ("reference", "secondary"))
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / "noise_ref.tif", tmp_path / "noise_sec.tif"]
+    for path, model in zip(paths, (ref, sec)):  # independent speckle, nothing in common
+        write_image(path, rng.gamma(1.0, 1.0, (model.rows, model.cols)).astype(np.float32), model)
+    out = tmp_path / "sec.json"
+    with pytest.raises(GeometryError, match="TIE_POINTS.*tie points"):
+        refine_pair(paths[0], paths[1], refined_secondary_model=out)
+    assert not out.exists()
+
+
+def test_a_dem_that_misses_the_pair_is_refused(pair, tmp_path):
+    from pyproj import CRS
+
+    from sar_stereo_plugin.core.raster import write_geotiff
+    far = tmp_path / "far.tif"  # a DEM in the Gulf of Guinea
+    write_geotiff(far, np.full((20, 20), 500.0), geotransform=(1.0, 0.01, 0, 1.0, 0, -0.01),
+                  crs=CRS.from_epsg(4326).to_wkt())
+    with pytest.raises(GeometryError, match="REFERENCE_DEM.*covers 0 %"):
+        refine_pair(pair["reference"], pair["secondary"], reference_dem=far)
+
+
+@pytest.mark.parametrize("settings, field", [(RefineSettings(tie_step_px=0), "TIE_STEP"),
+                                             (RefineSettings(max_sd_px=0.0), "MAX_SD"),
+                                             (RefineSettings(height_prior=float("nan")), "HEIGHT_PRIOR")])
+def test_bad_settings_name_the_parameter(pair, settings, field):
+    with pytest.raises(SettingsError, match=field):
+        refine_pair(pair["reference"], pair["secondary"], settings=settings)
+
+
+def test_gcps_without_heights_are_refused(pair):
+    with pytest.raises(SettingsError, match="GCP_HEIGHT_FIELD"):
+        refine_pair(pair["reference"], pair["secondary"], gcps=[(8.1, 46.6, float("nan"))])
+
+
+def test_a_solution_that_does_not_converge_writes_nothing(pair, tmp_path):
+    sec = _biased(read_sensor_model(pair["secondary"]), lines=20.0)
+    out = tmp_path / "sec.json"
+    with pytest.raises(GeometryError, match="did not converge"):
+        refine_pair(pair["reference"], pair["secondary"], secondary_model=sec, refined_secondary_model=out,
+                    settings=RefineSettings(max_iterations=2))
+    assert list(tmp_path.iterdir()) == []

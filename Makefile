@@ -46,6 +46,7 @@ $(STAMP): requirements.txt constraints.txt Makefile
 	$(VPY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)" -c constraints.txt
 	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(VPY) -m pip install -q --no-deps $(DL_PACKAGES) $(SAR_PACKAGES)
+	@mkdir -p $(VENV)/share && ln -sfn /usr/share/proj $(VENV)/share/proj  # Debian's pyproj looks in sys.prefix
 	@$(VPY) -c "import numpy, osgeo.gdal_array, sarpy; assert numpy.__version__.startswith('1.24'), numpy.__version__"
 	@touch $@
 

@@ -13,7 +13,7 @@ Usage: .venv/bin/python scripts/train_light.py [--work build/train_light] [--ste
 3. Fine-tunes the light matcher (pretrained XFeat + new TinyRoMa heads) with
    :func:`core.training.finetune.finetune` and writes its weights to ``--out``. A share
    (``--synthetic``, 0.3) of the training pairs is replaced by random speckled texture pairs
-   (:func:`core.training.finetune.synthetic_sample`): trained on the simulated scenes alone the
+   (:func:`core.training.samples.synthetic_sample`): trained on the simulated scenes alone the
    matcher leaned on their terrain shading and failed on plain textured pairs that POC matches.
 4. Simulates a pair over the withheld DEM, matches it with the new weights and with POC through
    the patch engine, and prints their accuracy at 1/3/5/10 px (``core.evaluate``).
@@ -154,6 +154,7 @@ def main():
     import torch
     torch.set_num_threads(a.threads)
     from sar_stereo_plugin.core.training.finetune import finetune
+    from sar_stereo_plugin.core.training.settings import FinetuneSettings
     start = time.perf_counter()
     a.work.mkdir(parents=True, exist_ok=True)
     data = build(a.work, a.pairs_per_dem, a.seed)
@@ -162,9 +163,10 @@ def main():
     run = a.work / "run"
     if run.exists() and not a.resume:
         shutil.rmtree(run)
-    result = finetune(data, run, model="light", steps=a.steps, batch_size=a.batch_size, lr=a.lr, device="cpu",
-                      seed=a.seed, save_every=100, log_every=25, val_samples=24, resume=a.resume,
-                      epoch_checkpoints=False, synthetic=a.synthetic, report=print)
+    settings = FinetuneSettings(model="light", steps=a.steps, batch_size=a.batch_size, lr=a.lr, device="cpu",
+                                seed=a.seed, save_every=100, log_every=25, val_samples=24, resume=a.resume,
+                                epoch_checkpoints=False, synthetic=a.synthetic)
+    result = finetune(data, run, settings, report=print)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(result.weights, a.out)
     trained = time.perf_counter()

@@ -1,8 +1,12 @@
-"""The core library never reaches up into QGIS: people use it from plain Python.
+"""The layers of the core library, and its independence from QGIS and torch.
 
-Two checks, because each misses what the other sees: the source scan finds an import hidden in a
-function that no import-time test executes; the subprocess finds an import that arrives
-indirectly, through another module.
+The core never reaches up into QGIS: people use it from plain Python. Two checks, because each
+misses what the other sees: the source scan finds an import hidden in a function that no
+import-time test executes; the subprocess finds an import that arrives indirectly.
+
+Inside the core, every module may import only what :data:`ALLOWED` lists for it (the table of
+docs/ARCHITECTURE.md): foundations import nothing above them, stages never import each other's
+private names, and evaluation never imports elevation.
 """
 
 import ast
@@ -89,3 +93,87 @@ def test_core_imports_without_qgis():
     assert report["failures"] == {}, report["failures"]
     assert report["loaded"] == []
     assert {"SensorModel", "triangulate", "read_sensor_model", "SarStereoError"} <= set(report["public"])
+
+
+# ---------------------------------------------------------------- layers inside the core
+FOUNDATIONS = {"errors", "progress", "pixels", "atomic", "ellipsoid"}
+# module (top-level name inside core) -> the core modules it may import
+ALLOWED = {
+    # foundations
+    "errors": set(), "pixels": set(), "atomic": set(), "ellipsoid": set(), "progress": {"errors"},
+    # geometry and I/O
+    "orbit": {"errors"},
+    "rangedoppler": {"ellipsoid"},
+    "raster": {"atomic", "errors", "pixels"},
+    "dem": {"errors", "pixels", "raster"},
+    "corrections": {"errors"},
+    "sensor": {"corrections", "dem", "ellipsoid", "errors", "orbit", "rangedoppler"},
+    "stereo": {"ellipsoid", "rangedoppler"},
+    "flight": {"ellipsoid", "errors", "sensor"},
+    "facets": {"ellipsoid", "errors"},
+    "products": {"atomic", "errors", "raster", "sensor"},
+    # stages
+    "terrain": {"dem", "facets", "pixels"},
+    "pair": {"dem", "ellipsoid", "errors", "pixels", "stereo", "terrain"},
+    "simulate": {"atomic", "dem", "ellipsoid", "errors", "facets", "flight", "pixels", "products", "progress",
+                 "raster", "sensor"},
+    "matchers": {"atomic", "errors", "pixels"},
+    "matching": {"dem", "errors", "matchers", "pixels", "products", "progress", "raster", "stereo"},
+    "report": {"atomic"},
+    "evaluate": {"errors", "pixels", "products", "raster", "report"},
+    "elevation": {"atomic", "errors", "evaluate", "products", "progress", "raster", "stereo"},
+    "training": {"atomic", "dem", "ellipsoid", "errors", "evaluate", "matchers", "matching", "pixels", "products",
+                 "progress", "stereo"},
+}
+
+
+def _core_imports():
+    """(module, imported core module, imported names, file:line) for every relative import in the core."""
+    for path in sorted(CORE.rglob("*.py")):
+        rel = path.relative_to(CORE).with_suffix("").parts
+        package = list(rel[:-1]) if rel[-1] != "__init__" else list(rel[:-1])
+        module = ".".join(p for p in rel if p != "__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.level > 0):
+                continue
+            base = package[:len(package) - (node.level - 1)]
+            names = [a.name for a in node.names]
+            targets = [".".join(base + [node.module])] if node.module else [".".join(base + [n]) for n in names]
+            for target in targets:
+                yield module, target, names, f"{path.relative_to(ROOT)}:{node.lineno}"
+
+
+def test_every_core_import_follows_the_layer_table():
+    offenders, seen = [], set()
+    for module, target, _, where in _core_imports():
+        source, dest = module.split(".")[0], target.split(".")[0]
+        seen.add(source)
+        if source in ("", dest):  # the package's own __init__ exports everything; a package's own parts
+            continue
+        if source not in ALLOWED:
+            offenders.append(f"{where}: core.{source} is not in the layer table of this test; add it")
+        elif dest not in ALLOWED[source]:
+            offenders.append(f"{where}: core.{source} imports core.{dest}, which its layer may not")
+    assert len(seen) >= 15  # the scan really walks the core
+    assert not offenders, "\n".join(offenders)
+
+
+def test_foundations_import_nothing_above_them():
+    for name in FOUNDATIONS:
+        assert ALLOWED[name] <= FOUNDATIONS, name
+    assert "elevation" not in ALLOWED["evaluate"]
+
+
+def test_no_private_name_crosses_a_module():
+    offenders = [f"{where}: imports {n} from core.{target}" for module, target, names, where in _core_imports()
+                 for n in names if n.startswith("_") and target.split(".")[0] != module.split(".")[0]]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_importing_core_loads_neither_qgis_nor_torch():
+    script = ("import sys, sar_stereo_plugin.core as core; core.generate_elevation; core.match_pair; "
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'qgis', 'torch', 'romatch', 'PyQt5', 'sarpy'}))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

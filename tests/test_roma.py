@@ -121,7 +121,7 @@ def test_images_are_normalised_as_romatch_does():
     from PIL import Image
     from romatch.utils.utils import get_tuple_transform_ops
     grey = amplitude_to_uint8(np.random.default_rng(6).gamma(4.0, 0.25, (28, 42)))
-    ours = roma.RomaMatcher(model=FakeRoma(), device="cpu")._images([grey], (28, 42))
+    ours = roma.RomaMatcher(model=FakeRoma(), device="cpu").prepare_images([grey], (28, 42))
     rgb = Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
     theirs = get_tuple_transform_ops(resize=None, normalize=True)((rgb, rgb))[0][None]
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
@@ -222,14 +222,14 @@ def test_failed_download_leaves_nothing(no_weights_anywhere, monkeypatch):
     big = no_weights_anywhere / "big.bin"
     big.write_bytes(b"x" * (9 << 20))
 
-    class Stop(Exception):
+    class StopError(Exception):
         pass
 
     def cancel(value):
         if isinstance(value, float):
-            raise Stop
+            raise StopError
     dest = no_weights_anywhere / "cache" / "big.bin"
-    with pytest.raises(Stop):
+    with pytest.raises(StopError):
         weight_files.download(big.as_uri(), dest, progress=cancel)
     assert not any(dest.parent.iterdir())  # neither the file nor its temporary
 

@@ -34,7 +34,7 @@ from .simulate import SimulationOptions, SimulationResult, simulate_pair
 from .stereo import height_sensitivity, intersection_angle, rdr2rdr, triangulate
 
 _TRAINING = {"build_dataset": "dataset", "DatasetResult": "dataset", "finetune": "finetune",
-             "FinetuneResult": "finetune"}
+             "FinetuneSettings": "settings", "FinetuneResult": "finetune"}
 
 __all__ = [
     # errors

@@ -64,6 +64,10 @@ class DatasetCanceled(Canceled):
     """Dataset building canceled; nothing was written."""
 
 
+class RefinementCanceled(Canceled):
+    """Sensor-model refinement canceled; nothing was written."""
+
+
 class FinetuneCanceled(Canceled):
     """Fine-tuning canceled; ``last.pth`` holds the state at the cancel and resumes from there."""
 

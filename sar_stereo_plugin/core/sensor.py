@@ -9,13 +9,14 @@ c * sample_spacing_m``. Every geometric function works on arrays of any shape an
 import json
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from . import ellipsoid
+from .corrections import Corrections
 from .dem import height_bounds, open_dem
 from .errors import SensorModelError, located
 from .orbit import Orbit
@@ -126,11 +127,26 @@ class SensorModel:
     cols: int
     doppler_centroid_hz: float = 0.0
     source: str = field(default="", compare=False)
+    corrections: Corrections = None  # refinement's corrections (module corrections); None: exact as written
     orbit: Orbit = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "orbit", Orbit(self.orbit_time_s, self.orbit_position_m,
-                                                self.orbit_velocity_m_s))
+        position = self.orbit_position_m
+        if self.corrections is not None:
+            base = Orbit(self.orbit_time_s, position, self.orbit_velocity_m_s)
+            t = float(np.clip(self.corrections.reference_time_s, *base.span))
+            position = position + self.corrections.position_offset(base.position(t), base.velocity(t),
+                                                                   self.look_side)
+        object.__setattr__(self, "orbit", Orbit(self.orbit_time_s, position, self.orbit_velocity_m_s))
+
+    def with_corrections(self, corrections):
+        """This model with ``corrections`` (a :class:`Corrections`, or None for none) instead of its own."""
+        return replace(self, corrections=None if corrections is None or corrections.is_zero() else corrections)
+
+    @property
+    def centre_time_s(self):
+        """Nominal time of the image's middle row: the reference time of new corrections."""
+        return self.first_line_time_s + 0.5 * (self.rows - 1) * self.line_interval_s
 
     # ------------------------------------------------------------ JSON
     @classmethod
@@ -156,7 +172,7 @@ class SensorModel:
         if not isinstance(doc, dict):
             raise SensorModelError(located(source, "<root>", "expected a JSON object"))
         _exact_keys(doc, ("schema", "wavelength_m", "look_side", "reference_epoch", "orbit",
-                          "azimuth", "range", "shape"), source, optional=("doppler_centroid_hz",))
+                          "azimuth", "range", "shape"), source, optional=("doppler_centroid_hz", "corrections"))
         if doc["schema"] != SCHEMA:
             raise SensorModelError(located(source, "schema", f"expected {SCHEMA!r}, got {doc['schema']!r}"))
         if doc["look_side"] not in ("left", "right"):
@@ -203,7 +219,8 @@ class SensorModel:
             rows=_integer(shape["rows"], "shape.rows", source),
             cols=_integer(shape["cols"], "shape.cols", source),
             doppler_centroid_hz=_number(doc.get("doppler_centroid_hz", 0.0), "doppler_centroid_hz", source),
-            source=source)
+            source=source,
+            corrections=Corrections.from_dict(doc["corrections"], source) if "corrections" in doc else None)
         t_first, t_last = model.row_to_time(0), model.row_to_time(model.rows - 1)
         if t_first < times[0] or t_last > times[-1]:
             raise SensorModelError(located(
@@ -225,7 +242,7 @@ class SensorModel:
             "range": {"first_sample_range_m": self.first_sample_range_m, "sample_spacing_m": self.sample_spacing_m},
             "doppler_centroid_hz": self.doppler_centroid_hz,
             "shape": {"rows": self.rows, "cols": self.cols},
-        }
+        } | ({"corrections": self.corrections.to_dict()} if self.corrections is not None else {})
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=1)
@@ -244,17 +261,25 @@ class SensorModel:
         return -0.5 * self.wavelength_m * self.doppler_centroid_hz
 
     def row_to_time(self, rows):
-        return self.first_line_time_s + np.asarray(rows, dtype=np.float64) * self.line_interval_s
+        t = self.first_line_time_s + np.asarray(rows, dtype=np.float64) * self.line_interval_s
+        return t if self.corrections is None else self.corrections.time(t)
 
     def time_to_row(self, t):
-        return (np.asarray(t, dtype=np.float64) - self.first_line_time_s) / self.line_interval_s
+        t = np.asarray(t, dtype=np.float64)
+        if self.corrections is not None:
+            t = self.corrections.nominal_time(t)
+        return (t - self.first_line_time_s) / self.line_interval_s
 
     def col_to_range(self, cols, t=None):
-        """Slant range of columns (``t``: their image times, for models whose range depends on it)."""
-        return self.first_sample_range_m + np.asarray(cols, dtype=np.float64) * self.sample_spacing_m
+        """Slant range of columns (``t``: their image times, which a range drift depends on)."""
+        rng = self.first_sample_range_m + np.asarray(cols, dtype=np.float64) * self.sample_spacing_m
+        return rng if self.corrections is None else rng + self.corrections.range_offset(t)
 
     def range_to_col(self, rng, t=None):
-        return (np.asarray(rng, dtype=np.float64) - self.first_sample_range_m) / self.sample_spacing_m
+        rng = np.asarray(rng, dtype=np.float64)
+        if self.corrections is not None:
+            rng = rng - self.corrections.range_offset(t)
+        return (rng - self.first_sample_range_m) / self.sample_spacing_m
 
     # ------------------------------------------------------------ geo2rdr
     def geo2rdr(self, lon, lat, h, look_side_only=False):

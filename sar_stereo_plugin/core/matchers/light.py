@@ -17,10 +17,10 @@ prior's search range, and stretching or padding a batch's windows to the widest 
 network windows at a scale, or with empty margins, it was not trained on.
 
 Test-time flips (``flips=True``, the default): the network also sees the pair mirrored left-right,
-upside-down and both (training flips pairs the same way, :mod:`..training.finetune`), each answer
-is mirrored back, and the four warps are combined per pixel by their median (the mean of the middle
-two), the certainties by their mean. Four forwards instead of one, for fewer isolated wrong answers.
-Mirroring both images of a pair mirrors the answer (to float rounding).
+upside-down and both (training flips pairs the same way, :func:`..training.samples.flip_pair`),
+each answer is mirrored back, and the four warps are combined per pixel by their median (the mean of
+the middle two), the certainties by their mean. Four forwards instead of one, for fewer isolated
+wrong answers. Mirroring both images of a pair mirrors the answer (to float rounding).
 
 Geometry: the global matching (the soft-argmax over XFeat's 1/8 correlations) only weighs
 secondary positions within ``search_px`` + ``PRIOR_MARGIN_PX`` window pixels of where the height

@@ -300,8 +300,8 @@ class RomaMatcher(Matcher):
         def too_large(pair):
             h, w = pair.reference.shape
             return (f"out of GPU memory on {self.device} even with one {h}x{w} patch (coarse {self.coarse_res[0]}, "
-                    f"upsample {self.upsample_res and self.upsample_res[0]}): lower PATCH_SIZE or the coarse/upsampling "
-                    "resolution, or use DEVICE=cpu")
+                    f"upsample {self.upsample_res and self.upsample_res[0]}): lower PATCH_SIZE or the "
+                    "coarse/upsampling resolution, or use DEVICE=cpu")
         return in_halving_batches(self._torch, self, list(pairs), self._match_batch, too_large)
 
     def _match_batch(self, pairs):
@@ -311,9 +311,9 @@ class RomaMatcher(Matcher):
             secs = [amplitude_to_uint8(p.secondary) for p in pairs]
             high = {}
             if self.upsample_res:
-                high = dict(im_A_high_res=self._images(refs, self.upsample_res),
-                            im_B_high_res=self._images(secs, self.upsample_res))
-            a, b = self._images(refs, self.coarse_res), self._images(secs, self.coarse_res)
+                high = dict(im_A_high_res=self.prepare_images(refs, self.upsample_res),
+                            im_B_high_res=self.prepare_images(secs, self.upsample_res))
+            a, b = self.prepare_images(refs, self.coarse_res), self.prepare_images(secs, self.coarse_res)
             self._sync()
             start = time.perf_counter()
             warp, certainty = self.model.match(a, b, batched=True, **high)
@@ -325,7 +325,7 @@ class RomaMatcher(Matcher):
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)
 
-    def _images(self, images, size):
+    def prepare_images(self, images, size):
         """uint8 patches of any sizes -> (B, 3, h, w) ImageNet-normalised, resized as romatch's
         own loader does (bicubic, antialiased); the grey channel broadcasts to three."""
         torch, F = self._torch, self._torch.nn.functional

@@ -96,25 +96,26 @@ class Finetune(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ...core.training.finetune import finetune
+        from ...core.training.settings import FinetuneSettings
         output = self.parameterAsString(parameters, self.OUTPUT, context)
         lr = optional_number(self, parameters, self.LEARNING_RATE, context)
+        settings = FinetuneSettings(
+            model=MODELS[self.parameterAsEnum(parameters, self.MODEL, context)],
+            weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
+            dinov2_weights=self.parameterAsFile(parameters, self.DINOV2_WEIGHTS, context) or None,
+            weights_dir=weights_folder(),
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            lr=lr or None,
+            lambda_c=self.parameterAsDouble(parameters, self.LAMBDA_C, context),
+            coarse_res=self.parameterAsInt(parameters, self.COARSE_RES, context),
+            synthetic=self.parameterAsDouble(parameters, self.SYNTHETIC, context),
+            device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
+            resume=self.parameterAsBool(parameters, self.RESUME, context))
         with user_errors():
-            result = finetune(
-                self.parameterAsFile(parameters, self.DATASET, context), output,
-                model=MODELS[self.parameterAsEnum(parameters, self.MODEL, context)],
-                weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
-                dinov2_weights=self.parameterAsFile(parameters, self.DINOV2_WEIGHTS, context) or None,
-                weights_dir=weights_folder(),
-                epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                lr=lr or None,
-                lambda_c=self.parameterAsDouble(parameters, self.LAMBDA_C, context),
-                coarse_res=self.parameterAsInt(parameters, self.COARSE_RES, context),
-                synthetic=self.parameterAsDouble(parameters, self.SYNTHETIC, context),
-                device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
-                resume=self.parameterAsBool(parameters, self.RESUME, context),
-                progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled,
-                report=feedback.pushInfo)
+            result = finetune(self.parameterAsFile(parameters, self.DATASET, context), output, settings,
+                              progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled,
+                              report=feedback.pushInfo)
         accuracy = (result.validation or {}).get("accuracy_at_px", {}).get("3", math.nan)
         feedback.pushInfo(f"{result.steps} steps in {result.seconds:.0f} s ({result.steps_per_second:.2f} steps/s); "
                           f"weights: {result.weights}")

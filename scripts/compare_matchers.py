@@ -138,7 +138,8 @@ def command(args):
 def title(args):
     what = "validation pairs (fresh flights over training DEMs)" if args.scenes == "validation" else \
         "pairs the light matcher never saw in training"
-    return f"{' against '.join(m.upper() if m == 'poc' else m for m in args.matchers)} on {what}"
+    names = " and ".join(m.upper() if m == "poc" else m for m in args.matchers)
+    return f"Matching and DEM accuracy, {names}, on {what}"
 
 
 if __name__ == "__main__":

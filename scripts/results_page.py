@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "RESULTS.md"
 HEADER = ("# Results\n\n"
-          "Measurements of sar_stereo_plugin, dated, each with the command that regenerates it. Sections marked "
-          "`results:` are rewritten by their command (`make compare`, `make bench`); the others record "
-          "measurements made once during development.\n")
+          "Measurements of sar_stereo_plugin, dated, each with the command that regenerates it. A section whose "
+          "first line says *Regenerate: `make …`* is rewritten by that command (`make compare`, `make bench`); "
+          "the other sections record measurements made once during development.\n")
 
 
 def machine():

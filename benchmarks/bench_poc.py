@@ -229,8 +229,8 @@ def _score_big(match_path, truth_path, block=512):
 
 
 def _match_big(warmup):
-    from sar_stereo_plugin.core import patches
     from sar_stereo_plugin.core.matchers import create_matcher
+    from sar_stereo_plugin.core.matching import MatchSettings, match_pair
     if not (SHARED / "dem" / "oetztal_srtm3.tif").exists():
         return f"skipped: {SHARED / 'dem'} absent"
     paths = _big_paths()
@@ -242,8 +242,8 @@ def _match_big(warmup):
     matcher = create_matcher("poc")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "match.tif"
-        res = patches.match_pair(paths["reference"], paths["secondary"], out, matcher,
-                                 patches.MatchSettings(height_uncertainty_m=150.0), prior_dem=prior)
+        res = match_pair(paths["reference"], paths["secondary"], out, matcher,
+                         MatchSettings(height_uncertainty_m=150.0), prior_dem=prior)
         w1, w3 = _score_big(out, paths["truth"])
     mpx = BIG * BIG / 1e6
     return (f"{BIG}^2 oetztal 2 m: {res.seconds_total:.0f} s ({mpx / res.seconds_total:.2f} Mpx/s), matcher "

@@ -1,7 +1,8 @@
-"""Run every benchmarks/bench_*.py in its own process and print one table.
+"""Run every benchmarks/bench_*.py in its own process, print one table and put it on docs/RESULTS.md.
 
 Each module defines ``cases()`` yielding (name, target_seconds, callable); the callable returns
-an optional note. Each case runs in a fresh process so its peak memory (VmHWM) is its own.
+an optional note. Each case runs in a fresh process so its peak memory (VmHWM) is its own. The
+table replaces the ``make bench`` section of the results page (dated, with the machine).
 """
 
 import importlib
@@ -47,8 +48,25 @@ def main():
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'benchmark':44s} {'seconds':>8s} {'target':>7s} {'ok':>3s} {'peak MiB':>9s}  note")
     for r in rows:
-        ok = "yes" if r["seconds"] <= r["target"] else "NO"
-        print(f"{r['name']:44s} {r['seconds']:8.2f} {r['target']:7.1f} {ok:>3s} {r['peak_mib']:9.0f}  {r['note']}")
+        print(f"{r['name']:44s} {r['seconds']:8.2f} {r['target']:7.1f} {_ok(r):>3s} {r['peak_mib']:9.0f}  {r['note']}")
+    sys.path.insert(0, str(HERE.parent / "scripts"))
+    from results_page import write_section
+    page = write_section("make bench", "Speed and memory", markdown(rows))
+    print(f"results page: {page}")
+
+
+def _ok(row):
+    return "yes" if row["seconds"] <= row["target"] else "NO"
+
+
+def markdown(rows):
+    """The benchmark rows as a Markdown table (seconds of the timed run after a warm-up, peak resident memory
+    of the case's own process)."""
+    lines = ["| benchmark | seconds | target | within target | peak MiB | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        name, note = (str(r[key]).replace("|", "\\|") for key in ("name", "note"))
+        lines.append(f"| {name} | {r['seconds']:.2f} | {r['target']:g} | {_ok(r)} | {r['peak_mib']:.0f} | {note} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Compare matchers as the method's paper does, on pairs the light matcher never saw in training.
 
 Usage: .venv/bin/python scripts/compare_matchers.py [--matchers poc light] [--out build/compare]
-       [--scenes test|validation] [--band PX]   (`make compare`)
+       [--scenes test|validation] [--band PX] [--threshold C] [--results docs/RESULTS.md]   (`make compare`)
 
 Scenes: the `make demo` pair (embedded Jacksboro DEM, default flight design) and a pair over the South
 Glacier DEM (Yukon, 20 m, UTM), which `scripts/train_light.py` withholds from training. For each
@@ -11,16 +11,19 @@ accuracy at 1/3/5/10 px and coverage against the simulator's ground truth
 (`core.evaluate.evaluate_matches`), then the DEM made from the matches
 (`core.elevation.generate_elevation`) against the DEM the pair was simulated from
 (`core.evaluate.evaluate_dem`): share of cells within 1/2/5/10/20 m, median absolute error, RMSE
-and coverage. Prints a Markdown table and writes it, with every figure, to <out>/compare.json.
+and coverage. Prints a Markdown table, writes it with every figure to <out>/compare.json, and puts it
+in its own dated section of the results page (``--results``; an empty value leaves the page alone).
 
 ``--scenes validation``: two pairs with fresh flights over training DEMs (Swiss Alps, Hintereisferner),
 on which the light matcher's defaults (epipolar band, certainty threshold) were chosen, so the test
 pairs above stay unseen by that choice too. ``--band``: the epipolar band (pixels, 0: none).
+``--threshold``: the certainty threshold of the DEM step for every matcher (default: each matcher's own).
 """
 
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -57,8 +60,8 @@ def simulate(folder, dem, flight, seed):
     return paths
 
 
-def evaluate(paths, folder, name, settings):
-    from sar_stereo_plugin.core.elevation import generate_elevation
+def evaluate(paths, folder, name, settings, threshold=None):
+    from sar_stereo_plugin.core.elevation import ElevationSettings, generate_elevation
     from sar_stereo_plugin.core.evaluate import evaluate_dem, evaluate_matches
     from sar_stereo_plugin.core.matchers import create_matcher
     from sar_stereo_plugin.core.matching import match_pair
@@ -68,7 +71,7 @@ def evaluate(paths, folder, name, settings):
     done = match_pair(paths["reference"], paths["secondary"], matches, matcher, settings)
     seconds = time.perf_counter() - start
     matching = evaluate_matches(matches, paths["truth"])
-    generate_elevation(matches, dem)
+    generate_elevation(matches, dem, ElevationSettings(certainty_threshold=threshold))
     elevation = evaluate_dem(dem, paths["source_dem"], report=folder / f"dem_{name}.json")
     return {"matching": matching, "elevation": elevation, "matching_seconds": seconds,
             "patches": f"{done.patch_size}/{done.overlap}", "matcher": matcher.describe()}
@@ -98,6 +101,9 @@ def main():
     parser.add_argument("--overlap", type=int, help="for every matcher (default: each matcher's own)")
     parser.add_argument("--scenes", choices=("test", "validation"), default="test")
     parser.add_argument("--band", type=float, help="epipolar band, pixels (0: none; default: MatchSettings')")
+    parser.add_argument("--threshold", type=float, help="certainty threshold of the DEM step (default: the matcher's)")
+    parser.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"),
+                        help="results page to put the table on ('': none)")
     args = parser.parse_args()
     from sar_stereo_plugin.core.matching import MatchSettings
     settings = MatchSettings(patch_size=args.patch_size, overlap=args.overlap, height_uncertainty_m=300.0)
@@ -107,11 +113,33 @@ def main():
     for scene, (dem, flight) in scenes(args.scenes).items():
         folder = args.out / scene.split()[0].lower()
         paths = simulate(folder, dem, flight, seed=4242 if args.scenes == "validation" else 0)
-        results[scene] = {name: evaluate(paths, folder, name, settings) for name in args.matchers}
+        results[scene] = {name: evaluate(paths, folder, name, settings, args.threshold) for name in args.matchers}
     text = table(results)
     print(text)
     (args.out / "compare.json").write_text(json.dumps({"table": text, "results": results}, indent=2, default=str))
     print(f"figures: {args.out / 'compare.json'}")
+    if args.results:
+        from results_page import write_section
+        print(f"results page: {write_section(command(args), title(args), text, args.results)}")
+
+
+def command(args):
+    """The command line that regenerates this table: ``make compare``, or the script with its options."""
+    defaults = {"matchers": ["poc", "light"], "patch_size": None, "overlap": None, "scenes": "test", "band": None,
+                "threshold": None}
+    options = []
+    for key, default in defaults.items():
+        value = getattr(args, key)
+        if value != default:
+            options += [f"--{key.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return ".venv/bin/python scripts/compare_matchers.py " + shlex.join(options) if options else "make compare"
+
+
+def title(args):
+    what = "validation pairs (fresh flights over training DEMs)" if args.scenes == "validation" else \
+        "pairs the light matcher never saw in training"
+    names = " and ".join(m.upper() if m == "poc" else m for m in args.matchers)
+    return f"Matching and DEM accuracy, {names}, on {what}"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Matches -> 3D points -> DEM: triangulation, robust gridding, uncertainty and hole filling.
+"""Matches -> 3D points -> DEM: triangulation, robust gridding, uncertainty and gap filling.
 
 Every match that is finite and at least as certain as ``certainty_threshold`` (default: the
 threshold the matcher recorded in the match raster, 0.05 for the light matcher, 0 for POC, RoMa
 and a simulator ground truth) is triangulated with both sensor models
-(:func:`.sensor.triangulate`: range/Doppler equations on the WGS84 ellipsoid), block by block of
+(:func:`.stereo.triangulate`: range/Doppler equations on the WGS84 ellipsoid), block by block of
 match-raster rows. A point whose misclosure exceeds
 ``max_residual_m`` is dropped (an exact match closes to ~0 m; an azimuth mismatch of d metres
 leaves about d / sqrt(2)). The rest are projected to the output CRS and binned into square cells:
@@ -12,17 +12,20 @@ leaves about d / sqrt(2)). The rest are projected to the output CRS and binned i
   carried to the cell centre along the local slope of a first median grid (so a sloping cell's
   value does not depend on where its points fall); metres above the WGS84 ellipsoid, NaN where
   unknown;
-* **count**: points per cell (0 in filled holes and where nothing was matched);
+* **count**: points per cell (0 in filled gaps and where nothing was matched);
 * **uncertainty** (1 sigma, metres): sqrt(se^2 + r^2), with se = 1.2533 s / sqrt(n) the standard
   error of the median of n points whose robust spread is s (interquartile range / 1.349), and r
   the cell's mean triangulation misclosure (quartiles taken at the outer ranks, so two points
   already have a spread). A one-point cell has no spread: its uncertainty is
   its misclosure alone, a lower bound.
 
-**Holes** -- connected nodata regions that do not touch the grid's border -- are filled by
-GDAL's inverse-distance interpolation when every cell of the region lies within
-``fill_distance_cells`` cells of a cell with data (default 3); larger holes and the area outside
-the images stay nodata. Filled cells keep count 0 and an interpolated uncertainty.
+**Gaps** are filled by GDAL's inverse-distance interpolation: the nodata cells that no disk of
+nodata with a radius of ``fill_distance_cells`` cells (default 3) covers (:func:`fillable_gaps`,
+the morphological closing of the data mask). That takes holes, and stripes and bays up to
+2 x ``fill_distance_cells`` + 1 cells wide even where they open onto the edge of the data, as
+slopes facing the radar leave them (sampled more coarsely than the grid); wider nodata areas, the
+area outside the images among them, stay nodata. Filled cells keep count 0 and an interpolated
+uncertainty.
 
 Defaults: ``crs`` the UTM zone of the scene centre; ``resolution_m`` the coarsest ground sampling
 of the two images (ground-range and azimuth spacing at the scene centre) rounded up to 1, 2, 2.5
@@ -286,7 +289,7 @@ def _grid_dem(points, ref, sec, settings):
     n_cells = grid.rows * grid.cols
     dem = grid_points(cell, h, res, n_cells)[0]
     # second pass: each point's height carried to its cell centre along the first DEM's slope,
-    # so the median no longer depends on where in a sloping cell the points happen to fall
+    # so the median does not depend on where in a sloping cell the points happen to fall
     slope_north, slope_east = (np.nan_to_num(g).ravel() for g in _gradient(dem.reshape(grid.rows, grid.cols),
                                                                            resolution))
     h = h - (slope_east[cell] * east + slope_north[cell] * north)

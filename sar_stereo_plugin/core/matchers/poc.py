@@ -18,20 +18,20 @@ Gaussian fit per axis gives its sub-pixel position exactly for a pure shift. A l
 shifts up to ``window / 4`` of its pixels; its grid is ``s`` times coarser; its disparities
 ``d + s * shift`` are median-filtered (3 x 3, ignoring failures) and interpolated to every pixel
 for the next level. The finest level's disparities ``t`` (reference pixels) are median-filtered
-too (isolated wrong peaks are area matching's main error: +3 points within 3 px on simulated
-pairs), interpolated bilinearly to every pixel, and mapped through the prior:
-match = ``prior(x) + J(x) t(x)``. On the 512 x 512 benchmark patch the per-level warp gives 81%/97%
-within 1/3 px where one affine warp per window gave 71%/95%.
+too (isolated wrong peaks are area matching's main error), interpolated bilinearly to every
+pixel, and mapped through the prior: match = ``prior(x) + J(x) t(x)``. Warping the whole level
+once, rather than each window by its own affine map, follows the disparity's variation inside a
+window and costs no per-window resampling.
 
 Defaults: ``grid_step=4``, ``window=32``, ``levels`` = enough for the pair's ``search_px``
 (``window / 4 * 2**(levels - 1)`` reference pixels; at least 2, at most ``MAX_LEVELS``),
 ``workers=1``. Everything is batched over windows, ``CHUNK`` at a time (a few MB, cache-sized:
 faster than bigger batches); ``workers`` > 1 runs chunks in threads (numpy and pocketfft release
-the GIL), which gains nothing on the project's 2-core machine.
+the GIL), which pays only where more cores are free than numpy already uses.
 
 Certainty: ``(h - h0) / (1 - h0)`` clipped to [0, 1], ``h`` the fitted peak height of the
 band-limited POC surface (1 for windows identical up to a shift), ``h0`` the median peak of
-unrelated windows (white noise, measured once per matcher: 0.23 for ``window=32``). So 0 means no
+unrelated windows (white noise, computed once per matcher: about 0.23 for ``window=32``). So 0 means no
 better than chance; simulated pairs with independent 4-look speckle give about 0.2 where they
 match, the same speckle in both images about 1.
 

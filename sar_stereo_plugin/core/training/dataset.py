@@ -1,6 +1,6 @@
 """A patch dataset for fine-tuning a matcher: SAR pairs plus a DSM in, npz samples out.
 
-Samples are cut by the matching engine itself (:meth:`..patches.PatchPlan.strips`, the DSM as
+Samples are cut by the matching engine itself (:meth:`..matching.PatchPlan.strips`, the DSM as
 its prior DEM), so a matcher trains on exactly what it is later given: a reference patch and the
 secondary window the height uncertainty calls for.
 
@@ -20,7 +20,7 @@ position = ``sec.geo2rdr(X)``. It is *valid* where all of these hold:
 
 Why the explicit visibility test: ``rdr2geo(dem=...)`` returns *a* crossing of the range circle
 with the DSM, not necessarily the visible one, so forward-backward consistency alone keeps points
-hidden from the secondary (measured on a 20/65 degree Hintereisferner pair: 5,660 such pixels).
+hidden from the secondary on steep terrain (docs/RESULTS.md).
 
 Layout of a dataset folder: ``manifest.json`` (:data:`SCHEMA`) and ``<split>/NNNNNN.npz`` per
 sample; see :func:`build_dataset`. Splits are spatially disjoint: the reference image is cut into
@@ -247,7 +247,7 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
     ``pairs``: (reference, secondary) image paths whose sensor models
     :func:`..products.read_sensor_model` finds. ``dsm``: path or :class:`..dem.Dem`, heights above
     the WGS84 ellipsoid; it is also the engine's prior DEM. ``patch_size``, ``overlap``,
-    ``height_uncertainty_m``: as :class:`..patches.MatchSettings`. ``block_px``, ``split``
+    ``height_uncertainty_m``: as :class:`..matching.MatchSettings`. ``block_px``, ``split``
     (train, val, test fractions), ``seed``: the spatial split (module doc). Samples with fewer
     than ``min_valid_fraction`` valid pixels are skipped.
 
@@ -257,7 +257,8 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
     wide at (2c + 1) / w - 1), NaN where invalid; ``valid`` uint8 (P, P); ``secondary_rc``
     float32 (2, P, P), the truth as full secondary image (row, col), NaN where invalid;
     ``prior`` float32 (2, P, P) and ``search_px``, what the engine hands a matcher (window
-    coordinates); ``reference_origin``, ``secondary_origin`` (row, col of the first pixels).
+    coordinates), with ``epipolar`` (unit row, col direction; NaN where unknown) and ``band_px``;
+    ``reference_origin``, ``secondary_origin`` (row, col of the first pixels).
     ``manifest.json`` is written last and the folder appears only when complete; on error or
     cancel (:class:`DatasetCanceled`) nothing is left. ``output_dir`` must be new, empty, or a
     dataset this function built (replaced).

@@ -44,15 +44,18 @@ class Parameter:
     role: str
     name: str
     px: float
+    prior: float = 1000.0  # prior standard deviation (pixels)
 
     @property
     def label(self):
         return f"{self.role}.{self.name}"
 
 
-def parameters(ref, sec):
-    """Every candidate :class:`Parameter` of a pair, in :data:`ORDER`."""
-    out = []
+def parameters(ref, sec, absolute=True):
+    """(the :class:`Parameter` s to solve, in :data:`ORDER`; {label: why} of those held). Without
+    absolute control only the secondary's timing is solved: the reference's is the datum, and no
+    slant-range or trajectory term changes the misclosure."""
+    out, held = [], {}
     for role, name in ORDER:
         model = ref if role == "reference" else sec
         half = max(0.5 * (model.rows - 1) * model.line_interval_s, model.line_interval_s)
@@ -61,8 +64,14 @@ def parameters(ref, sec):
               "cross_track": model.sample_spacing_m, "vertical": model.sample_spacing_m}[name]
         if name in ("cross_track", "vertical") and _platform_height(model) > AIRBORNE_MAX_HEIGHT_M:
             continue
-        out.append(Parameter(role, name, px))
-    return out
+        if not absolute and (role == "reference" or not name.startswith("azimuth")):
+            held[f"{role}.{name}"] = ("a common shift of both images: needs absolute control (REFERENCE_DEM or GCPS)"
+                                      if name.startswith("azimuth") else
+                                      "tie points cannot see it: needs absolute control (REFERENCE_DEM or GCPS)")
+            continue
+        prior = PRIOR_PX.get(name, PRIOR_TRAJECTORY_M / model.sample_spacing_m)
+        out.append(Parameter(role, name, px, prior))
+    return out, held
 
 
 def with_values(model, role, params, x):
@@ -113,7 +122,8 @@ class Observations:
         return max(ok.sum() / cells.size, 1.0)
 
     def residuals(self, ref, sec):
-        """(misclosure px, DEM height difference m or None, GCP height difference m or None)."""
+        """(misclosure px, DEM height difference m or None, GCP height difference m or None) of the
+        tie points that count."""
         mis = misclosure_px(ref, sec, self.r1, self.c1, self.r2, self.c2)
         if self.dem is None and self.gcps is None:
             return mis, None, None
@@ -149,43 +159,62 @@ class Solution:
     x: np.ndarray
     sd: np.ndarray
     solved: list  # indices into params
-    unobservable: list
+    unobservable: dict  # label -> why it was held
     iterations: int
     weights: tuple = field(repr=False, default=None)  # final Tukey weights of (misclosure, dem, gcp)
     scales: tuple = (None, None, None)  # robust spreads (px, m, m)
 
 
-def solve(ref, sec, obs, max_sd_px=0.1, max_iterations=20, tolerance_px=1e-3):
-    """The :class:`Solution` of a pair (module doc). Two stages: every candidate, damped, fits away
-    what the data can explain, so that the residuals left show their noise; on that noise the
-    observable parameters are chosen and solved alone, and chosen again once they settle, until
-    the choice holds."""
-    params = parameters(ref, sec)
+# prior standard deviations (pixels of image displacement): far beyond any metadata error, they only
+# keep combinations the data do not see at zero instead of letting noise fit them
+PRIOR_PX = {"azimuth_offset": 500.0, "azimuth_drift": 100.0, "range_offset": 200.0, "range_drift": 100.0}
+PRIOR_TRAJECTORY_M = 20.0  # cross-track and vertical trajectory offsets of airborne platforms
+DETERMINED_PX = 0.5  # a term is solved where the data determine it to this standard deviation (pixels) ...
+SIGNIFICANT = 3.0  # ... or where it is this many standard deviations away from zero ...
+ABSURD_PX = 5.0  # ... but never where its standard deviation exceeds this
+
+
+def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
+    """The :class:`Solution` of a pair (module doc): robust least squares with weak priors. Once the
+    fit settles, the noise's spatial correlation is learnt from the residuals and the term worst
+    determined is held, one at a time, until every solved term is known to :data:`DETERMINED_PX`;
+    then the rest is solved again, until the choice holds."""
+    absolute = obs.dem is not None or obs.gcps is not None
+    params, held = parameters(ref, sec, absolute)
     fit = _Fit(ref, sec, obs, params)
     x = np.zeros(len(params))
-    everything = list(range(len(params)))
-    for _ in range(6):
-        step = fit.step(x, everything, damping=1e-6)
-        x[everything] += step
-        if np.max(np.abs(step), initial=0.0) < tolerance_px:
+    active, iterations = list(range(len(params))), 0
+    for round_ in range(4):
+        # the first round, with every term, only has to settle what the data determine: the rest
+        # may creep along directions the priors alone hold, and is held next
+        first = min(max_iterations, 12)
+        iterations += _converge(fit, x, active, max_iterations if round_ else first, tolerance_px, strict=round_ > 0)
+        fit.learn_correlation(x)
+        kept = fit.determined(x, active)
+        for k in set(active) - set(kept):
+            held[params[k].label] = "not determined by the data (standard deviation over " \
+                                    f"{DETERMINED_PX} px with the terms solved, and not significant)"
+            x[k] = 0.0
+        if kept == active:
             break
-    noise = fit.noise(x)
-    solved, held = _observable(fit.jacobian(x) / noise[:, None], fit.weights(x), max_sd_px)
-    x[held] = 0.0
+        active = kept
+    return fit.solution(x, active, held, iterations)
+
+
+def _converge(fit, x, which, max_iterations, tolerance_px, strict=True):
+    """Gauss-Newton (IRLS) on the parameters ``which`` until the step is below ``tolerance_px``;
+    updates ``x`` in place, returns the iterations taken. Not converging is an error if ``strict``."""
     for it in range(1, max_iterations + 1):
-        step = fit.step(x, solved)
-        x[solved] += step
+        if not which:
+            return it
+        step = fit.step(x, which)
+        x[which] += step
         if np.max(np.abs(step), initial=0.0) < tolerance_px:
-            chosen, now_held = _observable(fit.jacobian(x) / fit.noise(x)[:, None], fit.weights(x), max_sd_px)
-            if chosen == solved:
-                break
-            solved, held = chosen, now_held
-            x[held] = 0.0
-    else:
-        raise GeometryError(located("refinement", "solution", f"did not converge in {max_iterations} iterations; "
-                                                              "the tie points may be unreliable: try another "
-                                                              "MATCHER or a smaller MAX_SD"))
-    return fit.solution(x, solved, held, it)
+            return it
+    if not strict:
+        return max_iterations
+    raise GeometryError(located("refinement", "solution", f"did not converge in {max_iterations} iterations; the "
+                                                          "tie points may be unreliable: try another MATCHER"))
 
 
 class _Fit:
@@ -193,6 +222,7 @@ class _Fit:
 
     def __init__(self, ref, sec, obs, params):
         self.ref, self.sec, self.obs, self.params = ref, sec, obs, params
+        self.inverse_prior = np.array([1.0 / p.prior ** 2 for p in params])
         self.inflation = (1.0, math.sqrt(obs.dem_points_per_cell(ref, sec)), 1.0)
         self._cache = (None, None)
 
@@ -203,48 +233,83 @@ class _Fit:
             self._cache = (x.copy(), self.obs.residuals(*models))
         return self._cache[1]
 
-    def spread(self, x):
-        return _row_scales(self.residuals(x), _robust_scale, self.inflation)
-
-    def noise(self, x):
-        return _row_scales(self.residuals(x), _noise, self.inflation)
+    def learn_correlation(self, x):
+        """Inflate each kind's spread by how much neighbouring tie points share their errors
+        (matcher windows overlap, terrain biases matches alike, a coarse DEM misses the same ridge):
+        a lag-one correlation rho on the tie-point grid makes ((1 + rho) / (1 - rho))^2 points count
+        as one; a DEM counts at most once per cell."""
+        res = self.residuals(x)
+        factors = [1.0 if r is None or r.size != self.obs.r1.size else
+                   (1.0 + rho) / (1.0 - rho) for r, rho in
+                   ((r, _grid_correlation(self.obs.r1, self.obs.c1, r) if r is not None and r.size == self.obs.r1.size
+                     else 0.0) for r in res)]
+        factors[1] = max(factors[1], math.sqrt(self.obs.dem_points_per_cell(self.ref, self.sec)))
+        self.inflation = tuple(factors)
 
     def weights(self, x):
-        weights = _tukey(_stack(self.residuals(x)) / self.spread(x))
+        """Tukey weights of the residuals on their own robust spread (blunders get 0)."""
+        weights = _tukey(_stack(self.residuals(x)) / _row_scales(self.residuals(x), _robust_scale))
         if not (weights > 0).sum() >= len(self.params):
             raise GeometryError(located("refinement", "TIE_POINTS", "too few consistent tie points to solve "
                                                                      "anything; check that the images overlap"))
         return weights
 
-    def jacobian(self, x):
-        return _jacobian(self.ref, self.sec, self.obs, self.params, x, _stack(self.residuals(x)))
+    def _scaled(self, x, which):
+        """(Jacobian, residuals) of ``which``, each row divided by its spread times its inflation."""
+        res = self.residuals(x)
+        scale = _row_scales(res, _robust_scale, self.inflation)
+        jac = _jacobian(self.ref, self.sec, self.obs, self.params, x, _stack(res), which)
+        return jac / scale[:, None], np.nan_to_num(_stack(res) / scale)
 
-    def step(self, x, which, damping=0.0):
-        """The Gauss-Newton step of the parameters ``which`` (IRLS weights; Marquardt ``damping``)."""
-        spread = self.spread(x)
-        z, weights = _stack(self.residuals(x)) / spread, self.weights(x)
-        jac = self.jacobian(x)[:, which] / spread[:, None]
-        n = _normal(jac, weights)
-        n += damping * np.diag(np.diag(n)) + damping * np.trace(n) / max(len(which), 1) * np.eye(len(which))
-        return -np.linalg.solve(n, jac.T @ (weights * np.nan_to_num(z)))
+    def step(self, x, which):
+        """The Gauss-Newton step of the parameters ``which`` (IRLS weights, weak priors)."""
+        jac, z = self._scaled(x, which)
+        weights = self.weights(x)
+        n = _normal(jac, weights) + np.diag(self.inverse_prior[which])
+        g = jac.T @ (weights * z) + self.inverse_prior[which] * x[which]
+        return -np.linalg.solve(n, g)
+
+    def determined(self, x, which):
+        """``which`` without the terms the data do not determine: while any is known worse than
+        :data:`DETERMINED_PX` and is not significant (under :data:`SIGNIFICANT` standard deviations),
+        or is known worse than :data:`ABSURD_PX` at all, the last of those in :data:`ORDER` (the rarer
+        kind of error) is held."""
+        which = list(which)
+        while which:
+            sd = self.standard_deviations(x, which)
+            value = np.abs(x[which])
+            weak = np.flatnonzero(((sd > DETERMINED_PX) & (value < SIGNIFICANT * sd)) | (sd > ABSURD_PX))
+            if not weak.size:
+                break
+            which.pop(int(weak[-1]))
+        return which
+
+    def standard_deviations(self, x, which):
+        """Posterior standard deviations (pixels) of the parameters ``which`` at ``x``."""
+        if not which:
+            return np.zeros(0)
+        jac, z = self._scaled(x, which)
+        weights = self.weights(x)
+        dof = max(int((weights > 0).sum()) - len(which), 1)
+        sigma2 = max(float(np.sum(weights * z * z)) / dof, 1.0)
+        n = _normal(jac, weights) / sigma2 + np.diag(self.inverse_prior[which])
+        return np.sqrt(np.maximum(np.diag(np.linalg.inv(n)), 0.0))
 
     def solution(self, x, solved, held, iterations):
-        res, spread = self.residuals(x), self.spread(x)
+        res = self.residuals(x)
         weights = self.weights(x)
         sd = np.full(len(self.params), np.nan)
-        sd[solved] = _standard_deviations(self.jacobian(x)[:, solved] / spread[:, None], weights,
-                                          _stack(res) / spread)
+        sd[solved] = self.standard_deviations(x, solved)
         split = np.cumsum([0] + [0 if r is None else r.size for r in res])
         parts = tuple(None if r is None else weights[a:b] for r, a, b in zip(res, split[:-1], split[1:]))
         scales = tuple(None if r is None else _robust_scale(r, kind) for kind, r in enumerate(res))
-        return Solution(self.params, x, sd, list(solved), [self.params[i].label for i in held], iterations, parts,
-                        scales)
+        return Solution(self.params, x, sd, list(solved), dict(sorted(held.items())), iterations, parts, scales)
 
 
 FLOORS = (0.02, 0.1, 0.1)  # smallest spread of misclosure (px), DEM and GCP height differences (m)
 
 
-def _row_scales(res, scale, inflation):
+def _row_scales(res, scale, inflation=(1.0, 1.0, 1.0)):
     """Per stacked residual, the spread ``scale(r, kind)`` of its kind times its ``inflation`` (the
     square root of how many residuals share one independent error)."""
     return np.concatenate([np.full(r.size, scale(r, kind) * inflation[kind]) for kind, r in enumerate(res)
@@ -264,7 +329,7 @@ def _robust_scale(r, kind):
 
 
 def _noise(r, kind):
-    """The residuals' spread about their median (NMAD): the noise an offset does not inflate."""
+    """The residuals' spread about their median (NMAD)."""
     r = r[np.isfinite(r)]
     return max(1.4826 * float(np.median(np.abs(r - np.median(r)))), FLOORS[kind]) if r.size else FLOORS[kind]
 
@@ -274,47 +339,38 @@ def _tukey(z):
     return np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
 
 
-def _jacobian(ref, sec, obs, params, x, r, step_px=0.05):
-    """d(residuals)/d(parameters in pixels), by forward differences."""
-    jac = np.zeros((r.size, len(params)))
-    for k in range(len(params)):
+def _jacobian(ref, sec, obs, params, x, r, which, step_px=0.05):
+    """d(residuals)/d(parameters ``which``, pixels), by forward differences."""
+    jac = np.zeros((r.size, len(which)))
+    for j, k in enumerate(which):
         xk = x.copy()
         xk[k] += step_px
         models = (with_values(ref, "reference", params, xk), with_values(sec, "secondary", params, xk))
-        jac[:, k] = (_stack(obs.residuals(*models)) - r) / step_px
+        jac[:, j] = (_stack(obs.residuals(*models)) - r) / step_px
     return np.nan_to_num(jac)
 
 
 def _normal(jac, weights):
-    w = weights[:, None]
-    return jac.T @ (w * jac)
+    return jac.T @ (weights[:, None] * jac)
 
 
-def _standard_deviations(jac, weights, z):
-    """Standard deviations (pixels) of the parameters, the residuals' variance of unit weight taken
-    from the data (at least 1: the scales are the residuals' own spread)."""
-    used = weights > 0
-    dof = max(int(used.sum()) - jac.shape[1], 1)
-    sigma2 = max(float(np.sum(weights * np.nan_to_num(z) ** 2)) / dof, 1.0)
-    try:
-        cov = np.linalg.inv(_normal(jac, weights)) * sigma2
-    except np.linalg.LinAlgError:
-        return np.full(jac.shape[1], np.inf)
-    return np.sqrt(np.maximum(np.diag(cov), 0.0))
-
-
-def _observable(jac, weights, max_sd_px):
-    """(indices solved, indices held): candidates in order, each kept while every kept standard
-    deviation stays within ``max_sd_px``."""
-    z = np.zeros(jac.shape[0])
-    kept, held = [], []
-    for k in range(jac.shape[1]):
-        trial = kept + [k]
-        sub = jac[:, trial]
-        n = _normal(sub, weights)
-        ok = np.linalg.cond(n) < 1e12 and np.all(_standard_deviations(sub, weights, z) <= max_sd_px)
-        (kept if ok else held).append(k)
-    return kept, held
+def _grid_correlation(rows, cols, values):
+    """Lag-one correlation (0..0.9) of values on a regular grid of (rows, cols) with gaps."""
+    step = np.min(np.diff(np.unique(rows))) if np.unique(rows).size > 1 else 1.0
+    index = {(r, c): i for i, (r, c) in enumerate(zip(rows, cols))}
+    pairs = [(i, index[(r + dr, c + dc)]) for i, (r, c) in enumerate(zip(rows, cols))
+             for dr, dc in ((step, 0.0), (0.0, step)) if (r + dr, c + dc) in index]
+    if len(pairs) < 10:
+        return 0.0
+    a, b = (values[list(p)] for p in zip(*pairs))
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 10:
+        return 0.0
+    a, b = a[ok], b[ok]
+    med = np.median(np.r_[a, b])  # robust: blunders would hide the correlation of the rest
+    keep = (np.abs(a - med) < 5 * _noise(a, 0)) & (np.abs(b - med) < 5 * _noise(b, 0))
+    rho = np.corrcoef(a[keep], b[keep])[0, 1] if keep.sum() >= 10 else 0.0
+    return float(np.clip(np.nan_to_num(rho), 0.0, 0.9))
 
 
 def _platform_height(model):
@@ -329,13 +385,12 @@ class RefineSettings:
     """The tunables of :func:`refine_pair` (what the QGIS algorithm exposes)."""
 
     tie_step_px: int = 8  # tie points every this many reference pixels (where the matcher is sure)
-    min_certainty: float = None  # None: the matcher's own threshold
+    min_certainty: float = None  # None: the more certain half of the matches (at least the matcher's threshold)
     height_prior: float = None  # m above the ellipsoid; None: the reference DEM's median, else the GCPs', else 0
     height_uncertainty_m: float = 300.0
     coarse_search_px: int = 64  # the coarse registration finds offsets up to this many secondary pixels
-    max_sd_px: float = 0.1  # a correction is solved only where the data determine it this well
     min_tie_points: int = 30
-    max_iterations: int = 20
+    max_iterations: int = 50
     patch_size: int = None  # None: the matcher's own
     overlap: int = None
 
@@ -343,7 +398,6 @@ class RefineSettings:
         checks = (("TIE_STEP", self.tie_step_px, 1 <= int(self.tie_step_px) <= 1024, "1..1024 pixels"),
                   ("HEIGHT_UNCERTAINTY", self.height_uncertainty_m, self.height_uncertainty_m >= 0, ">= 0 m"),
                   ("COARSE_SEARCH", self.coarse_search_px, 0 <= self.coarse_search_px <= 4096, "0..4096 pixels"),
-                  ("MAX_SD", self.max_sd_px, 0 < self.max_sd_px <= 10, "0..10 pixels"),
                   ("MIN_TIE_POINTS", self.min_tie_points, int(self.min_tie_points) >= 10, "at least 10"),
                   ("MAX_ITERATIONS", self.max_iterations, 2 <= int(self.max_iterations) <= 200, "2..200"))
         for name, value, ok, want in checks:
@@ -359,15 +413,15 @@ class RefineSettings:
 @dataclass
 class RefineResult:
     """What :func:`refine_pair` found. ``corrections``: role -> name -> {value, sd, unit, px, sd_px}
-    of every solved term; ``unobservable``: the terms held at their start."""
+    of every solved term; ``unobservable``: the terms held at their start, with why."""
 
     reference_model: object = field(repr=False)
     secondary_model: object = field(repr=False)
     corrections: dict
-    unobservable: list
+    unobservable: dict
     coarse_offset_px: dict
-    tie_points: int
-    tie_points_used: int
+    tie_points: int  # the more certain matches on the tie-point grid
+    tie_points_used: int  # of those, the ones not rejected as blunders
     misclosure_px: dict  # before / after: median |misclosure| and RMS of the used tie points
     dem_difference_m: dict  # before / after: median and NMAD of tie point heights minus the DEM (None without)
     gcp_difference_m: dict
@@ -375,6 +429,7 @@ class RefineResult:
     warnings: list
     seconds: float
     paths: dict = field(default_factory=dict)
+    matches_on_grid: int = 0  # matches on the tie-point grid before the certainty cut
 
     def to_dict(self):
         out = asdict(self)

@@ -23,6 +23,7 @@ from .tiepoints import coarse_offset, match_settings, tie_points
 
 MIN_COARSE_PEAK = 0.02  # normalised phase-correlation peak below which the coarse registration found nothing
 RANGE_TERMS = ("range_offset", "range_drift", "cross_track", "vertical")
+CONSISTENT_PX = 1.0  # a tie point closes to within this many lines once the models are refined
 
 
 def refine_pair(reference, secondary, *, reference_model=None, secondary_model=None, reference_dem=None, gcps=None,
@@ -58,6 +59,8 @@ def refine_pair(reference, secondary, *, reference_model=None, secondary_model=N
     matcher = matcher or create_matcher("poc")
     ties = tie_points(reference, secondary, ref, sec, matcher, match_settings(settings, height), settings.tie_step_px,
                       settings.min_certainty, offset, steps.part(0.05, 0.75), steps.is_canceled)
+    found = ties[0].size
+    ties = tuple(a[ties[5]] for a in ties[:5])
     if ties[0].size < settings.min_tie_points:
         raise GeometryError(located(f"{reference} / {secondary}", "TIE_POINTS",
                                     f"{ties[0].size} tie points (at least {settings.min_tie_points} needed): the "
@@ -67,12 +70,19 @@ def refine_pair(reference, secondary, *, reference_model=None, secondary_model=N
                               max(ref.sample_spacing_m, ref.line_interval_s * _speed(ref)))
     before = obs.residuals(ref, sec)
     steps(0.8)
-    solution = refine.solve(ref, sec, obs, settings.max_sd_px, settings.max_iterations)
+    solution = refine.solve(ref, sec, obs, settings.max_iterations)
     refined = (refine.with_values(ref, "reference", solution.params, solution.x),
                refine.with_values(sec, "secondary", solution.params, solution.x))
     after = obs.residuals(*refined)
+    consistent = int((np.abs(after[0]) <= CONSISTENT_PX).sum())
+    if consistent < max(settings.min_tie_points, 0.5 * ties[0].size):
+        raise GeometryError(located(f"{reference} / {secondary}", "TIE_POINTS",
+                                    f"only {consistent} of {ties[0].size} tie points close within {CONSISTENT_PX} line "
+                                    f"after refinement (at least half and {settings.min_tie_points} needed): the matches are "
+                                    "not of the same ground (featureless or noise-only images?); try another MATCHER"))
     steps.check()
     result = _result(refined, solution, offset, ties, before, after, warnings, dem, gcps)
+    result.matches_on_grid = int(found)
     result.seconds = elapsed()
     _write(result, ties, obs, before, after, solution, refined_reference_model, refined_secondary_model,
            tie_points_output, report)
@@ -128,23 +138,32 @@ def _speed(model):
 
 # ---------------------------------------------------------------- results
 def _result(refined, solution, offset, ties, before, after, warnings, dem, gcps):
-    used = solution.weights[0] > 0
-    unobservable = list(solution.unobservable)
-    range_blind = [u for u in unobservable if u.split(".")[1] in RANGE_TERMS]
+    used = _used(solution)
+    unobservable = dict(solution.unobservable)
+    range_blind = [u for u, why in unobservable.items() if u.split(".")[1] in RANGE_TERMS and "control" in why]
     if range_blind and dem is None and gcps is None:
         warnings.append("slant-range terms cannot be determined from tie points alone (" + ", ".join(range_blind)
                         + "): a range error shifts every height of the DEM; give a REFERENCE_DEM or GCPS")
-    if "reference.azimuth_offset" in unobservable and dem is None:
+    if "control" in unobservable.get("reference.azimuth_offset", "") and dem is None:
         warnings.append("a common azimuth shift of both images cannot be determined without a REFERENCE_DEM: "
                         "the DEM may be displaced along the track")
     gz = None if gcps is None else {"before": refine.summary(before[2]), "after": refine.summary(after[2])}
-    dz = None if dem is None else {"before": refine.summary(before[1], used), "after": refine.summary(after[1], used)}
+    dem_used = None if dem is None else solution.weights[1] > 0
+    dz = None if dem is None else {"before": refine.summary(before[1], dem_used),
+                                   "after": refine.summary(after[1], dem_used)}
     return refine.RefineResult(
         refined[0], refined[1], refine.describe(solution), unobservable,
         {"rows": offset.rows, "cols": offset.cols, "peak": offset.peak, "looks": offset.looks},
         int(ties[0].size), int(used.sum()),
-        {"before": refine.summary(before[0], used), "after": refine.summary(after[0], used)}, dz, gz,
+        {"before": refine.summary(before[0], solution.weights[0] > 0),
+         "after": refine.summary(after[0], solution.weights[0] > 0)}, dz, gz,
         solution.iterations, warnings, 0.0)
+
+
+def _used(solution):
+    """Tie points that weigh in the solution: through their misclosure or their height."""
+    used = solution.weights[0] > 0
+    return used | (solution.weights[1] > 0) if solution.weights[1] is not None else used
 
 
 def _write(result, ties, obs, before, after, solution, ref_path, sec_path, ties_path, report):
@@ -161,10 +180,10 @@ def _write(result, ties, obs, before, after, solution, ref_path, sec_path, ties_
                 tmp.write_text(model.to_json(), encoding="utf-8")
         if temps[2]:
             lon, lat, _, _ = _triangulated(result, ties)
-            _write_tie_points(temps[2], ties, lon, lat, before, after, solution.weights[0])
+            _write_tie_points(temps[2], ties, lon, lat, before, after, _used(solution))
         if report:
             from .refine_report import write_figure, write_page
-            write_figure(temps[4], ties, before, after, solution.weights[0])
+            write_figure(temps[4], ties, before, after, _used(solution))
             write_page(temps[5], result, figure, temps[4])
             temps[3].write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
 
@@ -174,7 +193,7 @@ def _triangulated(result, ties):
     return triangulate(result.reference_model, ties[0], ties[1], result.secondary_model, ties[2], ties[3])
 
 
-def _write_tie_points(path, ties, lon, lat, before, after, weights):
+def _write_tie_points(path, ties, lon, lat, before, after, used):
     """A GeoPackage of points (EPSG:4326) at the triangulated tie points, with their residuals."""
     from osgeo import ogr, osr
     srs = osr.SpatialReference()
@@ -187,7 +206,6 @@ def _write_tie_points(path, ties, lon, lat, before, after, weights):
               ("misclosure_after_px", after[0])]
     if before[1] is not None:
         fields += [("dem_difference_before_m", before[1]), ("dem_difference_after_m", after[1])]
-    fields.append(("weight", weights))
     for name, _ in fields:
         layer.CreateField(ogr.FieldDefn(name, ogr.OFTReal))
     layer.CreateField(ogr.FieldDefn("used", ogr.OFTInteger))
@@ -198,7 +216,7 @@ def _write_tie_points(path, ties, lon, lat, before, after, weights):
             value = float(values[i])
             if np.isfinite(value):
                 feature.SetField(name, value)
-        feature.SetField("used", int(weights[i] > 0))
+        feature.SetField("used", int(used[i]))
         feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({lon[i]:.9f} {lat[i]:.9f})"))
         layer.CreateFeature(feature)
     layer.CommitTransaction()

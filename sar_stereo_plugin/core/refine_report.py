@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def write_figure(path, ties, before, after, weights):
+def write_figure(path, ties, before, after, used):
     """Misclosure before and after (histogram, and along the image), and DEM differences."""
     from matplotlib.figure import Figure
-    used = weights > 0
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     (hist, along), (dem_hist, dem_map) = fig.subplots(2, 2)
     top = _limit(before[0][used], after[0][used])
@@ -67,7 +66,7 @@ def write_page(path, result, figure_name, figure_file):
                     for label, d in checks)
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings) or "<li>none</li>"
     image = base64.b64encode(Path(figure_file).read_bytes()).decode("ascii")
-    held = ", ".join(result.unobservable) or "none"
+    held = "; ".join(f"{k} ({v})" for k, v in result.unobservable.items()) or "none"
     Path(path).write_text(f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sensor-model refinement</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}

@@ -140,7 +140,8 @@ def misclosure_px(ref, sec, r1, c1, r2, c2, iterations=4):
     """Signed misclosure of correspondences, in secondary lines: where the reference pixel's
     range/Doppler circle meets the secondary's range sphere at the matched column, the secondary
     sees that point at some row; this is that row minus the matched one (0 for an exact match and
-    exact models; a timing error of the secondary of d lines gives -d). NaN where the geometry fails."""
+    exact models; a secondary model that puts the ground d lines later than its image shows it gives
+    d). NaN where the geometry fails."""
     args = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (r1, c1, r2, c2)))
     with np.errstate(invalid="ignore", divide="ignore"):
         return blockwise(_misclosure_block, *args, ref=ref, sec=sec, iterations=iterations)[0]

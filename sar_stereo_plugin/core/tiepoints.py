@@ -95,12 +95,13 @@ def coarse_offset(reference, secondary, ref_model, sec_model, height, search_px=
 
 def tie_points(reference, secondary, ref_model, sec_model, matcher, settings, step_px, min_certainty=None,
                offset=None, progress=None, is_canceled=None):
-    """Correspondences (reference row, col, secondary row, col, certainty), each (n,), on a grid every
-    ``step_px`` reference pixels: the dense matches of ``matcher`` (windows cut with the secondary
-    model moved by the :class:`CoarseOffset` ``offset``) at or above ``min_certainty`` (default: the
-    matcher's own threshold)."""
+    """Correspondences (reference row, col, secondary row, col, certainty, certain), each (n,), on a
+    grid every ``step_px`` reference pixels: the dense matches of ``matcher`` (windows cut with the
+    secondary model moved by the :class:`CoarseOffset` ``offset``) at or above the matcher's own
+    threshold. ``certain`` marks those at or above ``min_certainty``, by default the more certain half:
+    a matcher's least certain answers, in layover, shadow and low texture, are also its biased ones
+    (the others still sample the terrain evenly, which comparing heights with a DEM needs)."""
     cut_model = offset.shifted(sec_model) if offset is not None else sec_model
-    threshold = matcher.certainty_threshold if min_certainty is None else float(min_certainty)
     with tempfile.TemporaryDirectory(prefix="sarstereo-ties-") as folder:
         path = Path(folder) / "matches.tif"
         match_pair(reference, secondary, path, matcher, settings, reference_model=ref_model,
@@ -112,8 +113,13 @@ def tie_points(reference, secondary, ref_model, sec_model, matcher, settings, st
         ds = None
     rr, cc = np.meshgrid(r1.astype(np.float64), c1.astype(np.float64), indexing="ij")
     with np.errstate(invalid="ignore"):
-        keep = np.isfinite(bands[0]) & np.isfinite(bands[1]) & (bands[2] >= threshold)
-    return rr[keep], cc[keep], bands[0][keep].astype(np.float64), bands[1][keep].astype(np.float64), bands[2][keep]
+        keep = np.isfinite(bands[0]) & np.isfinite(bands[1]) & (bands[2] >= matcher.certainty_threshold)
+    certainty = bands[2][keep]
+    threshold = min_certainty
+    if threshold is None:
+        threshold = float(np.median(certainty)) if certainty.size else 0.0
+    certain = (certainty >= threshold) & (certainty > matcher.certainty_threshold)  # never answers at chance
+    return rr[keep], cc[keep], bands[0][keep].astype(np.float64), bands[1][keep].astype(np.float64), certainty, certain
 
 
 def match_settings(settings, height):

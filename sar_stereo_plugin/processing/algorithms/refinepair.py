@@ -36,7 +36,6 @@ class RefinePair(QgsProcessingAlgorithm):
     HEIGHT_PRIOR = "HEIGHT_PRIOR"
     HEIGHT_UNCERTAINTY = "HEIGHT_UNCERTAINTY"
     COARSE_SEARCH = "COARSE_SEARCH"
-    MAX_SD = "MAX_SD"
     REFINED_REFERENCE_MODEL = "REFINED_REFERENCE_MODEL"
     REFINED_SECONDARY_MODEL = "REFINED_SECONDARY_MODEL"
     TIE_POINTS = "TIE_POINTS"
@@ -98,8 +97,6 @@ class RefinePair(QgsProcessingAlgorithm):
                    defaultValue=300.0, minValue=0.0),
             number(self.COARSE_SEARCH, "Coarse registration search (secondary pixels)", number.Integer,
                    defaultValue=64, minValue=0, maxValue=4096),
-            number(self.MAX_SD, "Solve a correction only where it is known to (pixels, standard deviation)",
-                   number.Double, defaultValue=0.1, minValue=0.001, maxValue=10.0),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -128,8 +125,7 @@ class RefinePair(QgsProcessingAlgorithm):
             tie_step_px=self.parameterAsInt(parameters, self.TIE_STEP, context),
             height_prior=optional_number(self, parameters, self.HEIGHT_PRIOR, context),
             height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context),
-            coarse_search_px=self.parameterAsInt(parameters, self.COARSE_SEARCH, context),
-            max_sd_px=self.parameterAsDouble(parameters, self.MAX_SD, context))
+            coarse_search_px=self.parameterAsInt(parameters, self.COARSE_SEARCH, context))
         outputs = {key: self.parameterAsFileOutput(parameters, key, context) or None
                    for key in (self.REFINED_REFERENCE_MODEL, self.REFINED_SECONDARY_MODEL, self.REPORT)}
         ties = self.parameterAsOutputLayer(parameters, self.TIE_POINTS, context) or None
@@ -182,8 +178,8 @@ class RefinePair(QgsProcessingAlgorithm):
             for name, v in terms.items():
                 feedback.pushInfo(f"{role} {name}: {v['value']:.6g} {v['unit']} ({v['px']:+.3f} px, "
                                   f"std. dev. {v['sd_px']:.3f} px)")
-        if result.unobservable:
-            feedback.pushInfo("held (not determined by the data): " + ", ".join(result.unobservable))
+        for term, why in result.unobservable.items():
+            feedback.pushInfo(f"held: {term} ({why})")
         before, after = result.misclosure_px["before"], result.misclosure_px["after"]
         feedback.pushInfo(f"{result.tie_points_used} of {result.tie_points} tie points used; median |misclosure| "
                           f"{before['median_abs']:.2f} -> {after['median_abs']:.2f} lines")

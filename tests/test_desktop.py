@@ -89,8 +89,9 @@ def desktop(iface):
 def chain(qgis_iface, qgis_processing):
     """The demo pair simulated, matched (POC) and turned into DEMs from the dialogs; then the shipped
     model without and with a reference DEM. Everything loads into the project, as in the desktop."""
-    import sar_stereo_plugin
     from processing.core.ProcessingResults import resultsList
+
+    import sar_stereo_plugin
     plugin = sar_stereo_plugin.classFactory(desktop(qgis_iface))
     plugin.initProcessing()
     QgsProject.instance().clear()
@@ -116,7 +117,7 @@ def chain(qgis_iface, qgis_processing):
 
 
 def test_no_red_message_from_any_dialog(chain):
-    for step, log in chain["logs"].items():
+    for log in chain["logs"].values():
         _no_red(log)
     assert "No reference DEM given" in _plain(chain["logs"]["dem"])
 

@@ -9,7 +9,6 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingModelAlgorithm, QgsProcessingParameterDefinition, QgsProcessingUtils
 from qgis.gui import QgsDoubleSpinBox
 from qgis.PyQt.QtGui import QTextDocument
-
 from test_desktop import desktop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +131,8 @@ def test_plugin_menu_opens_the_installer(plugin, qgis_iface):
     desktop(qgis_iface)
     plugin.initGui()
     try:
-        assert [a.text() for a in plugin.actions] == ["Install deep-learning matchers…", "Check deep-learning matchers…",
-                                                     "Remove deep-learning matchers…"]
+        assert [a.text() for a in plugin.actions] == ["Install deep-learning matchers…",
+                                                     "Check deep-learning matchers…", "Remove deep-learning matchers…"]
         from sar_stereo_plugin.processing.ui import open_installer
         dialog = open_installer(2)
         assert dialog.algorithm().id() == "sarstereo:installdeps"

@@ -60,6 +60,8 @@ def on_load(context, output_id, run, kind, name, style=None, visible=None):
         if kind == "dem":
             shade = QgsRasterLayer(layer.source(), f"{name} hillshade")
             shade.loadNamedStyle(str(STYLES / "hillshade.qml"))
+            if shade.crs().isGeographic():  # heights in metres over degrees: about 111 km a degree
+                shade.renderer().setZFactor(1.0 / 111320.0)
             run.add(shade, "hillshade", context, visible)
 
     styler = _Styler(apply)

@@ -9,7 +9,8 @@ APT_PACKAGES := python3-qgis=3.22.16+dfsg-1 qgis-providers=3.22.16+dfsg-1 qgis=3
   python3-gdal=3.6.2+dfsg-1+b2 gdal-bin=3.6.2+dfsg-1+b2 python3-h5py=3.7.0-8 \
   python3-matplotlib=3.6.3-1+b1 python3-scipy=1.10.1-2 python3-pyproj=3.4.1-1+b1 \
   python3-venv=3.11.2-1+b1 pyqt5-dev-tools=5.15.9+dfsg-1 zip=3.0-13+deb12u1 rsync=3.5.0+ds1-0+deb12u1 \
-  python3-shapely=1.8.5-2+b1 python3-lxml=4.9.2-1+deb12u1 python3-pil=9.4.0-1.1+deb12u1
+  python3-shapely=1.8.5-2+b1 python3-lxml=4.9.2-1+deb12u1 python3-pil=9.4.0-1.1+deb12u1 \
+  xvfb=2:21.1.7-3+deb12u13
 # PyTorch: the CPU wheel by default. For a CUDA build: make setup TORCH_SPEC="torch==2.13.0"
 # (PyPI's default build for Linux is CUDA), or add TORCH_INDEX="--index-url <wheel index>".
 TORCH_SPEC ?= torch==2.13.0+cpu
@@ -30,7 +31,7 @@ SITE := $(abspath $(VENV))/lib/python3.11/site-packages
 QGIS_ENV := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(abspath $(PROFILE)) PYTHONPATH=$(SITE)
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 
-.PHONY: setup apt test stage package deploy process bench demo figure compare train-light clean
+.PHONY: setup apt test stage package deploy process bench demo figure compare train-light gui-shots clean
 
 setup: apt $(STAMP) sar_stereo_plugin/resources_rc.py
 
@@ -123,6 +124,28 @@ train-light: setup
 	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --threads 2 --resume --steps 4000 --skip-eval $(ARGS)
 	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --threads 2 --resume --steps 8000 --skip-eval $(ARGS)
 	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --threads 2 --resume --steps 12000 $(ARGS)
+
+# The real QGIS desktop under Xvfb, the packaged plugin in a fresh profile (no venv on PYTHONPATH), driven by
+# scripts/gui_shots.py: every dialog, the model, the demo chain from the dialogs; screenshots and one JSON
+# report per step in build/gui. INSTALL=1 then runs the deep-learning installer from its dialog and, in a second
+# QGIS session on the same profile, matches the demo pair with MATCHER=Light (about 5 minutes more).
+GUI_PROFILE := build/gui-profile
+GUI_OUT := build/gui
+comma := ,
+# $(call QGIS_GUI,steps): one QGIS session running those steps, then their reports checked
+QGIS_GUI = env -u PYTHONPATH SARSTEREO_GUI_STEPS=$(1) SARSTEREO_GUI_OUT=$(abspath $(GUI_OUT)) timeout 1800 \
+  xvfb-run -a -s "-screen 0 1600x1000x24" /usr/bin/qgis --noversioncheck --nologo \
+  --profiles-path $(abspath $(GUI_PROFILE)) --code $(abspath scripts/gui_shots.py) >> $(GUI_OUT)/qgis.log 2>&1; \
+  $(VPY) -c "import json, sys; steps = '$(1)'.split(','); \
+  bad = [s for s in steps if not json.load(open('$(GUI_OUT)/' + s + '.json'))['ok']]; \
+  print('gui-shots', *steps, ': failed ' + ' '.join(bad) if bad else ': ok'); sys.exit(1 if bad else 0)"
+gui-shots: package
+	@rm -rf $(GUI_PROFILE) $(GUI_OUT) && mkdir -p $(GUI_PROFILE)/profiles/default/python/plugins $(GUI_OUT)
+	@cd $(GUI_PROFILE)/profiles/default/python/plugins && unzip -q $(abspath dist/sar_stereo_plugin-$(VERSION).zip)
+	@$(VPY) scripts/enable_plugin.py $(GUI_PROFILE)/profiles/default/QGIS/QGIS3.ini
+	@$(call QGIS_GUI,dialogs$(comma)chain)
+	@$(if $(INSTALL),$(call QGIS_GUI,install) && $(call QGIS_GUI,light))
+	@echo "screenshots and reports: $(abspath $(GUI_OUT))"
 
 figure: setup
 	@mkdir -p build

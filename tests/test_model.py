@@ -1,6 +1,6 @@
 """The demo chain on the embedded Jacksboro DEM with POC: DEM accuracy floors, and the shipped
 graphical model (run by `make process`, i.e. qgis_process) giving the same DEM as the algorithms
-run one by one."""
+run one by one, with a reference DEM and without one (the usual case: no error map, no red line)."""
 
 import json
 import os
@@ -51,19 +51,33 @@ def test_poc_chain_dem_accuracy(chain):
     assert report["median_abs_error_m"] <= 4.5 and report["coverage"] >= 0.9
 
 
-def test_shipped_model_through_qgis_process_gives_the_same_dem(chain, tmp_path):
-    args = (f"run {MODEL} -- reference={chain / 'reference.tif'} secondary={chain / 'secondary.tif'} matcher={POC} "
-            f"reference_dem={chain / 'source_dem.tif'} match:Matches={tmp_path / 'matches.tif'} "
-            f"elevation:DEM={tmp_path / 'dem.tif'} evaluate:Error={tmp_path / 'error.tif'} "
-            f"evaluate:Report={tmp_path / 'report.json'}")
+def _run_model(tmp_path, chain, reference_dem=True):
+    args = (f"run {MODEL} -- image_reference={chain / 'reference.tif'} image_secondary={chain / 'secondary.tif'} "
+            f"matcher={POC} match:Matches={tmp_path / 'matches.tif'} elevation:DEM={tmp_path / 'dem.tif'} "
+            f"elevation:Error={tmp_path / 'error.tif'} elevation:Report={tmp_path / 'report.json'}")
+    if reference_dem:
+        args += f" reference_dem={chain / 'source_dem.tif'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     run = subprocess.run(["make", "-s", "process", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "Executed 3 algorithms" in run.stdout + run.stderr
+    assert "Executed 2 algorithms" in run.stdout + run.stderr
+    return run
+
+
+def test_shipped_model_through_qgis_process_gives_the_same_dem(chain, tmp_path):
+    _run_model(tmp_path, chain)
     one_by_one = gdal.Open(str(chain / "dem.tif")).ReadAsArray()
     model = gdal.Open(str(tmp_path / "dem.tif")).ReadAsArray()
     assert np.isfinite(model).sum() > 100000
     np.testing.assert_array_equal(model, one_by_one)
     assert json.loads((tmp_path / "report.json").read_text())["median_abs_error_m"] == \
         json.loads((chain / "report.json").read_text())["median_abs_error_m"]
+
+
+def test_shipped_model_without_reference_dem(chain, tmp_path):
+    run = _run_model(tmp_path, chain, reference_dem=False)
+    assert "not correctly generated" not in run.stdout + run.stderr
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "dem.tif")).ReadAsArray(),
+                                  gdal.Open(str(chain / "dem.tif")).ReadAsArray())
+    assert not (tmp_path / "error.tif").exists()

@@ -26,7 +26,7 @@ def test_elevation_outputs_load_styled_and_grouped(plugin, alpine_pair, tmp_path
     assert result["MEDIAN_ABS_ERROR"] < 0.5 and result["COVERAGE"] > 0.95
     project = QgsProject.instance()
     groups = project.layerTreeRoot().findGroups()
-    assert [g.name() for g in groups] == ["output (SAR elevation)"]
+    assert [g.name() for g in groups] == ["ref × sec — DEM"]  # the pair the ground truth was made for
     members = [node.layer() for node in groups[0].findLayers()]
     by_source = {}
     for layer in members:
@@ -35,6 +35,8 @@ def test_elevation_outputs_load_styled_and_grouped(plugin, alpine_pair, tmp_path
     # top to bottom: error, uncertainty, count, DEM (multiplied over) its hillshade
     assert [layer.source() for layer in members] == [out["ERROR_OUTPUT"], out["UNCERTAINTY_OUTPUT"],
                                                       out["COUNT_OUTPUT"], out["OUTPUT"], out["OUTPUT"]]
+    assert [layer.name() for layer in members] == ["Error (DEM − reference)", "Height uncertainty (1σ)",
+                                                   "Points per cell", "DEM", "DEM hillshade"]
     error, uncertainty, count, dem, shade = members
     low, high, colours = _ramp(error)
     assert low == -high and 0.1 < high < 5 and colours[0] == "#2166ac" and colours[-1] == "#b2182b"
@@ -65,6 +67,7 @@ def test_evaluatedem_writes_error_map_and_report(plugin, alpine_pair, tmp_path):
     for key in ("median_abs_error_m", "rmse_m", "nmad_m", "le90_m", "coverage"):
         assert report[key] is not None
     assert result["MEDIAN_ABS_ERROR"] == report["median_abs_error_m"] < 0.5
+    assert result["REPORT_HTML"] == str(tmp_path / "r.html")  # a kept file: shown as it is
     assert (tmp_path / "r.html").exists() and (tmp_path / "r.png").exists() and (tmp_path / "e.tif").exists()
 
 
@@ -75,3 +78,26 @@ def test_resolution_zero_is_a_clear_error(plugin, alpine_pair, tmp_path):
         processing.run("sarstereo:generateelevation", {"MATCHES": paths["ground_truth"], "RESOLUTION": 0,
                                                        "OUTPUT": str(tmp_path / "dem.tif")})
     assert not list(tmp_path.iterdir())
+
+
+def test_without_reference_no_error_map_is_loaded(plugin, alpine_pair, tmp_path, qgis_new_project):
+    """The usual case: no reference DEM. The default error-map output is not asked to load (QGIS
+    reported it in red as 'not correctly generated')."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class Feedback(QgsProcessingFeedback):
+        errors = []
+
+        def reportError(self, error, fatalError=False):  # noqa: N802,N803 - QGIS API
+            self.errors.append(error)
+
+    paths, _ = alpine_pair
+    feedback = Feedback()
+    result = processing.runAndLoadResults("sarstereo:generateelevation", {
+        "MATCHES": paths["ground_truth"], "OUTPUT": str(tmp_path / "dem.tif"), **{
+            key: "TEMPORARY_OUTPUT" for key in ("COUNT_OUTPUT", "UNCERTAINTY_OUTPUT", "ERROR_OUTPUT")}},
+        feedback=feedback)
+    assert feedback.errors == [] and "ERROR_OUTPUT" not in result and result["MEDIAN_ABS_ERROR"] is None
+    names = sorted(layer.name() for layer in QgsProject.instance().mapLayers().values())
+    assert names == ["DEM", "DEM hillshade", "Height uncertainty (1σ)", "Points per cell"]

@@ -23,6 +23,8 @@ def test_matchpair_poc_then_evaluate(plugin, alpine_pair, tmp_path, qgis_new_pro
     ds = gdal.Open(str(out))
     assert (ds.RasterCount, ds.RasterYSize, ds.RasterXSize) == (3, 300, 300)
     layer = next(iter(QgsProject.instance().mapLayers().values()))
+    assert layer.name() == "Matches (POC)"
+    assert [g.name() for g in QgsProject.instance().layerTreeRoot().findGroups()] == ["ref × sec — matches (POC)"]
     renderer = layer.renderer()
     assert isinstance(renderer, QgsSingleBandPseudoColorRenderer) and renderer.band() == 3
     ramp = renderer.shader().rasterShaderFunction()
@@ -39,7 +41,8 @@ def test_matchpair_poc_then_evaluate(plugin, alpine_pair, tmp_path, qgis_new_pro
 
 def test_matchpair_refuses_patch_larger_than_image(plugin, alpine_pair, tmp_path):
     import processing
-    with pytest.raises(QgsProcessingException, match="PATCH_SIZE.*larger"):
+    # the advice names the smaller side at once (it used to name the rows, then fail on the columns)
+    with pytest.raises(QgsProcessingException, match=r"PATCH_SIZE.*larger.*300 rows x 300 columns.*at most 300"):
         processing.run("sarstereo:matchpair", {**_pair(alpine_pair), "MATCHER": 2, "PATCH_SIZE": 1024,
                                                "OUTPUT": str(tmp_path / "m.tif")})
     assert not list(tmp_path.iterdir())

@@ -75,6 +75,8 @@ def test_simulatepair_loads_styled(plugin, tmp_path, shared_data, qgis_new_proje
         "DEM": str(shared_data / "dem" / "hintereisferner_srtm3.tif"), "PIXEL_SPACING": 60.0,
         "ROWS": 96, "COLS": 96, **_outputs(tmp_path)})
     layers = {Path(l.source()).name: l for l in QgsProject.instance().mapLayers().values()}
+    assert sorted(layer.name() for layer in layers.values()) == ["Ground truth (valid pixels)", "Reference image",
+                                                                 "Secondary image"]
     ramp = layers["ref.tif"].renderer().shader().rasterShaderFunction()
     labels = [item.label for item in ramp.colorRampItemList()]
     assert labels[0].endswith(" dB") and len(labels) == 17

@@ -191,6 +191,10 @@ def plan_patches(ref_model, sec_model, settings, prior):
     """Every reference patch with its secondary window: (jobs, patches outside the secondary)."""
     size = int(settings.patch_size)
     stride = size - int(settings.overlap)
+    if size > min(ref_model.rows, ref_model.cols):  # name the bound of both sides at once
+        raise GeometryError(located("matching", "PATCH_SIZE", f"{size} pixels is larger than the reference image "
+                                    f"({ref_model.rows} rows x {ref_model.cols} columns); give a patch size of at most "
+                                    f"{min(ref_model.rows, ref_model.cols)}"))
     rows = patch_starts(ref_model.rows, size, stride, what="reference image's rows")
     cols = patch_starts(ref_model.cols, size, stride, what="reference image's columns")
     jobs, outside = [], 0

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingProvider
+from qgis.core import QgsApplication, QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.builddataset import BuildDataset
@@ -11,10 +11,11 @@ from .algorithms.evaluatematches import EvaluateMatches
 from .algorithms.finetune import Finetune
 from .algorithms.generateelevation import GenerateElevation
 from .algorithms.inspectpair import InspectPair
+from .algorithms.installdeps import InstallDeps
 from .algorithms.matchpair import MatchPair
 from .algorithms.refinepair import RefinePair
 from .algorithms.simulatepair import SimulatePair
-from .common import WEIGHTS_SETTING, processing_config
+from .common import PROVIDER_NAME, WEIGHTS_SETTING, processing_config
 
 try:  # compiled by `make` from resources.qrc; a bare checkout falls back to the file
     from .. import resources_rc  # noqa: F401
@@ -24,6 +25,19 @@ except ImportError:
 
 
 MODELS = Path(__file__).resolve().parent / "models"
+ALGORITHMS = (InstallDeps, SimulatePair, InspectPair, RefinePair, MatchPair, EvaluateMatches, GenerateElevation, EvaluateDem,
+              BuildDataset, Finetune)
+
+
+def shipped_models():
+    """The graphical models shipped with the plugin, loaded from processing/models/*.model3."""
+    models = []
+    for path in sorted(MODELS.glob("*.model3")):
+        model = QgsProcessingModelAlgorithm()
+        if model.fromFile(str(path)):
+            model.setSourceFilePath(str(path))
+            models.append(model)
+    return models
 
 
 class SarStereoProvider(QgsProcessingProvider):
@@ -31,7 +45,7 @@ class SarStereoProvider(QgsProcessingProvider):
         return "sarstereo"
 
     def name(self):
-        return "SAR stereo radargrammetry"
+        return PROVIDER_NAME
 
     def icon(self):
         return QIcon(ICON)
@@ -46,11 +60,20 @@ class SarStereoProvider(QgsProcessingProvider):
             ProcessingConfig, Setting = config
             ProcessingConfig.settingIcons[self.name()] = self.icon()
             ProcessingConfig.addSetting(Setting(
-                self.name(), WEIGHTS_SETTING, "Folder of matcher weights (roma_outdoor.pth, dinov2_vitl14_pretrain.pth)",
-                "", valuetype=Setting.FOLDER))
+                self.name(), WEIGHTS_SETTING,
+                "Folder of matcher weights (roma_outdoor.pth, dinov2_vitl14_pretrain.pth)", "",
+                valuetype=Setting.FOLDER))
             ProcessingConfig.readSettings()
         self.refreshAlgorithms()
+        # a model's steps are looked up in the registry when it loads, and this provider enters the
+        # registry only after load(): load the models again once it is there
+        QgsApplication.processingRegistry().providerAdded.connect(self._registered)
         return True
+
+    def _registered(self, provider_id):
+        if provider_id == self.id():
+            QgsApplication.processingRegistry().providerAdded.disconnect(self._registered)
+            self.refreshAlgorithms()
 
     def unload(self):
         config = processing_config()
@@ -58,10 +81,7 @@ class SarStereoProvider(QgsProcessingProvider):
             config[0].removeSetting(WEIGHTS_SETTING)
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
-        for algorithm in (InspectPair(), RefinePair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
-                          EvaluateDem(), BuildDataset(), Finetune()):
-            self.addAlgorithm(algorithm)
-        for path in sorted(MODELS.glob("*.model3")):  # the shipped graphical models
-            model = QgsProcessingModelAlgorithm()
-            if model.fromFile(str(path)):
-                self.addAlgorithm(model)
+        for algorithm in ALGORITHMS:
+            self.addAlgorithm(algorithm())
+        for model in shipped_models():
+            self.addAlgorithm(model)

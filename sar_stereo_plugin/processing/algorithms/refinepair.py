@@ -7,7 +7,6 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -19,11 +18,13 @@ from qgis.core import (
 )
 
 from ...core.matchers import MATCHERS
-from ..common import layer_path, load_model, optional_number, user_errors, weights_folder
-from ..styling import style_on_load, tie_points
+from ..common import Algorithm, layer_path, layer_title, load_model, optional_number, title, user_errors, weights_folder
+from ..styling import on_load, run_group, tie_points
+from .matchpair import MATCHER_LABELS
 
 
-class RefinePair(QgsProcessingAlgorithm):
+class RefinePair(Algorithm, QgsProcessingAlgorithm):
+    ALG_ID, GROUP_ID = "refinepair", "geometry"
     REFERENCE = "REFERENCE"
     SECONDARY = "SECONDARY"
     REFERENCE_MODEL = "REFERENCE_MODEL"
@@ -40,36 +41,29 @@ class RefinePair(QgsProcessingAlgorithm):
     REFINED_SECONDARY_MODEL = "REFINED_SECONDARY_MODEL"
     TIE_POINTS = "TIE_POINTS"
     REPORT = "REPORT"
-
-    def name(self):
-        return "refinepair"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return "Refine sensor models"
-
-    def group(self):
-        return "Pair geometry"
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return "geometry"
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return ("Corrects the sensor models of a pair whose metadata is off by pixels (timing, range delay, "
-                "trajectory errors), from the images themselves. A coarse registration of strongly multilooked "
-                "images first finds where the secondary really is (up to the coarse search, in pixels); tie points "
-                "are then matched on a grid and the corrections solved by robust least squares so that the tie "
-                "points' range/Doppler equations close (relative orientation).\n\n"
-                "Tie points alone cannot tell a common shift of both images, nor any slant-range error (two range "
-                "spheres always meet): these are held and named unobservable in the report, and a range error "
-                "would shift every height. A reference DEM (any CRS and resolution, heights above the WGS84 "
-                "ellipsoid: SRTM, Copernicus DEM, ...) or ground control points (a point layer with a height "
-                "field) solve them too (absolute orientation), as far as the terrain allows.\n\n"
-                "Outputs: the refined models (sarstereo.sensor/1 JSON with a 'corrections' section; give them to "
-                "Match stereo pair as its sensor models), the tie points with their misclosure before and after "
-                "and whether they were used, and a report (JSON, with an HTML page and a figure beside it).")
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return RefinePair()
+    HELP = (
+        "Corrects the sensor models of a pair whose metadata is off by pixels (timing, range delay, trajectory "
+        "errors), from the images themselves. A coarse registration of strongly multilooked images first finds "
+        "where the secondary really is; tie points are then matched on a grid and the corrections solved by robust "
+        "least squares so that the tie points' range/Doppler equations close (relative orientation).",
+        "Tie points alone cannot tell a common shift of both images, nor any slant-range error (two range spheres "
+        "always meet): these are held and named in the report, and a range error would shift every height. A "
+        "reference DEM (any CRS and resolution, heights above the WGS84 ellipsoid: SRTM, Copernicus DEM, ...) or "
+        "ground control points (a point layer with a height field) solve them too (absolute orientation), as well "
+        "as the terrain and the DEM's resolution allow: the report gives each correction's standard deviation.",
+        "Outputs: the refined models (sarstereo.sensor/1 JSON with a 'corrections' section), the tie points with "
+        "their misclosure before and after and whether they were used, and a report (JSON, with an HTML page and "
+        f"a figure). Next step: {title('matchpair')} with the refined models as its sensor models.",
+    )
+    ADVANCED = {
+        "TIE_STEP": "tie points are taken on a grid this many reference pixels apart, where the matcher is most "
+                    "certain (the more certain half of its matches).",
+        "HEIGHT_PRIOR": "the height around which matching searches; empty: the reference DEM's median height, "
+                        "else the ground control points', else the reference image's GCP height.",
+        "HEIGHT_UNCERTAINTY": "how far the terrain may lie from the height prior.",
+        "COARSE_SEARCH": "the coarse registration finds where the secondary sits against its model up to this "
+                         "many pixels away.",
+    }
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
@@ -86,21 +80,18 @@ class RefinePair(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             self.GCP_HEIGHT_FIELD, "Height field of the ground control points (m above the ellipsoid)",
             parentLayerParameterName=self.GCPS, type=QgsProcessingParameterField.Numeric, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher for the tie points", options=list(MATCHERS),
+        self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher for the tie points",
+                                                     options=[MATCHER_LABELS[m] for m in MATCHERS],
                                                      defaultValue=MATCHERS.index("poc")))
-        advanced = [
+        self.advanced(
             number(self.TIE_STEP, "Tie points every (reference pixels)", number.Integer, defaultValue=8, minValue=1),
             number(self.HEIGHT_PRIOR, "Height prior (m above the ellipsoid; empty: the reference DEM's median, "
                                       "else the GCPs', else the reference image's GCP height)", number.Double,
                    optional=True),
-            number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (+- m)", number.Double,
+            number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (± m)", number.Double,
                    defaultValue=300.0, minValue=0.0),
             number(self.COARSE_SEARCH, "Coarse registration search (secondary pixels)", number.Integer,
-                   defaultValue=64, minValue=0, maxValue=4096),
-        ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+                   defaultValue=64, minValue=0, maxValue=4096))
         for key, label in ((self.REFINED_REFERENCE_MODEL, "Refined reference sensor model"),
                            (self.REFINED_SECONDARY_MODEL, "Refined secondary sensor model")):
             self.addParameter(QgsProcessingParameterFileDestination(key, label, "JSON files (*.json)"))
@@ -145,7 +136,10 @@ class RefinePair(QgsProcessingAlgorithm):
                                  progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
         self._log(result, feedback)
         if ties:
-            style_on_load(context, ties, tie_points)
+            pair = " × ".join(layer_title(self.parameterAsRasterLayer(parameters, key, context))
+                              for key in (self.REFERENCE, self.SECONDARY))
+            on_load(context, ties, run_group(context, pair, "refined models"), "tie_points", "Tie points",
+                    style=tie_points)
         before, after = result.misclosure_px["before"], result.misclosure_px["after"]
         return {**{k: v for k, v in outputs.items() if v}, self.TIE_POINTS: ties,
                 "TIE_POINTS_USED": result.tie_points_used, "MISCLOSURE_BEFORE": before and before["median_abs"],
@@ -176,12 +170,12 @@ class RefinePair(QgsProcessingAlgorithm):
     def _log(result, feedback):
         for role, terms in result.corrections.items():
             for name, v in terms.items():
-                feedback.pushInfo(f"{role} {name}: {v['value']:.6g} {v['unit']} ({v['px']:+.3f} px, "
-                                  f"std. dev. {v['sd_px']:.3f} px)")
+                feedback.pushInfo(f"{role} {name.replace('_', ' ')}: {v['value']:.4g} {v['unit']} "
+                                  f"({v['px']:+.2f} px ± {v['sd_px']:.2f})")
         for term, why in result.unobservable.items():
             feedback.pushInfo(f"held: {term} ({why})")
         before, after = result.misclosure_px["before"], result.misclosure_px["after"]
         feedback.pushInfo(f"{result.tie_points_used} of {result.tie_points} tie points used; median |misclosure| "
                           f"{before['median_abs']:.2f} -> {after['median_abs']:.2f} lines")
         for warning in result.warnings:
-            feedback.reportError(warning, fatalError=False)
+            feedback.pushWarning(warning)

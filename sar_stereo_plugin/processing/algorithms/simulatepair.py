@@ -4,7 +4,6 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -12,13 +11,15 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..common import layer_path, user_errors
-from ..styling import amplitude_db, qml, style_on_load
+from ..common import Algorithm, decimals, layer_path, layer_title, number, title, user_errors
+from ..styling import amplitude_db, on_load, qml, run_group
 
 LOOK_SIDES = ("right", "left")
+LOOK_SIDE_LABELS = ("Right", "Left")
 
 
-class SimulatePair(QgsProcessingAlgorithm):
+class SimulatePair(Algorithm, QgsProcessingAlgorithm):
+    ALG_ID, GROUP_ID = "simulatepair", "simulation"
     DEM = "DEM"
     DEM_OUTPUT = "DEM_OUTPUT"
     LOOK_SIDE = "LOOK_SIDE"
@@ -38,67 +39,55 @@ class SimulatePair(QgsProcessingAlgorithm):
     REFERENCE_OUTPUT = "REFERENCE_OUTPUT"
     SECONDARY_OUTPUT = "SECONDARY_OUTPUT"
     GROUND_TRUTH_OUTPUT = "GROUND_TRUTH_OUTPUT"
-
-    def name(self):
-        return "simulatepair"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return "Simulate SAR stereo pair"
-
-    def group(self):
-        return "Simulation"
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return "simulation"
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return ("Renders two slant-range SAR amplitude images of a DEM as seen from two level flights, "
-                "with layover, foreshortening, radar shadow and speckle, and the exact ground truth: for "
-                "every reference pixel the secondary row/col it corresponds to (bands 1-2), validity (3), "
-                "ground height (4), layover (5) and shadow (6) flags.\n\n"
-                "Without a DEM the embedded Jacksboro fault DEM (Tennessee, 3 arc-seconds) is used. "
-                "Incidence angles apply at the scene centre (the DEM's centre at its median height). "
-                "Same-side stereo uses two incidences from one side; tick 'opposite side' for the "
-                "secondary to fly the reverse heading. Two sensor-model JSON files replace the flight "
-                "design. The images carry their sensor models (metadata and sidecar) and GCPs.")
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return SimulatePair()
+    HELP = (
+        "Renders two slant-range SAR amplitude images of a DEM as seen from two level flights, with layover, "
+        "foreshortening, radar shadow and speckle, and the exact ground truth: for every reference pixel the "
+        "secondary row/col it corresponds to (bands 1-2), validity (3), ground height (4), layover (5) and shadow "
+        "(6) flags.",
+        "Without a DEM the embedded Jacksboro fault DEM (Tennessee, 3 arc-seconds) is used. Incidence angles apply "
+        "at the scene centre (the DEM's centre at its median height). Same-side stereo uses two incidences from one "
+        "side; tick 'Opposite-side stereo' for the secondary to fly the reverse heading. The images carry their "
+        "sensor models (metadata and a sidecar <image>.sensor.json) and GCPs.",
+        f"Next steps: {title('inspectpair')}, {title('matchpair')}; the ground truth is the input of "
+        f"{title('evaluatematches')}, the DEM output that of {title('evaluatedem')}.",
+    )
+    ADVANCED = {
+        ROWS: "image size in azimuth lines; empty: enough to cover the DEM.",
+        COLS: "image size in range samples; empty: enough to cover the DEM.",
+        REFERENCE_MODEL: "a sarstereo.sensor/1 JSON file that replaces the flight design for the reference view "
+                         "(give both).",
+        SECONDARY_MODEL: "the same for the secondary view.",
+    }
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        number = QgsProcessingParameterNumber
+        num = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.DEM, "DEM (heights above the WGS84 ellipsoid; empty: embedded Jacksboro DEM)", optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.LOOK_SIDE, "Look side", options=list(LOOK_SIDES),
+        self.addParameter(QgsProcessingParameterEnum(self.LOOK_SIDE, "Look side", options=list(LOOK_SIDE_LABELS),
                                                      defaultValue=0))
-        self.addParameter(number(self.HEADING, "Flight heading (degrees clockwise from north)", number.Double,
-                                 defaultValue=0.0, minValue=-360.0, maxValue=360.0))
-        self.addParameter(number(self.ALTITUDE, "Flight altitude (m above the ellipsoid)", number.Double,
-                                 defaultValue=8000.0, minValue=100.0))
-        self.addParameter(number(self.REFERENCE_INCIDENCE, "Reference incidence at scene centre (degrees)",
-                                 number.Double, defaultValue=35.0, minValue=10.0, maxValue=80.0))
-        self.addParameter(number(self.SECONDARY_INCIDENCE, "Secondary incidence at scene centre (degrees)",
-                                 number.Double, defaultValue=55.0, minValue=10.0, maxValue=80.0))
+        self.addParameter(decimals(num(self.HEADING, "Flight heading (degrees clockwise from north)", num.Double,
+                                       defaultValue=0.0, minValue=-360.0, maxValue=360.0), 1))
+        self.addParameter(decimals(num(self.ALTITUDE, "Flight altitude (m above the ellipsoid)", num.Double,
+                                       defaultValue=8000.0, minValue=100.0), 0))
+        self.addParameter(decimals(num(self.REFERENCE_INCIDENCE, "Reference incidence at scene centre (degrees)",
+                                       num.Double, defaultValue=35.0, minValue=10.0, maxValue=80.0), 1))
+        self.addParameter(decimals(num(self.SECONDARY_INCIDENCE, "Secondary incidence at scene centre (degrees)",
+                                       num.Double, defaultValue=55.0, minValue=10.0, maxValue=80.0), 1))
         self.addParameter(QgsProcessingParameterBoolean(
             self.OPPOSITE_SIDE, "Opposite-side stereo (secondary flies the reverse heading)", defaultValue=False))
-        self.addParameter(number(self.WAVELENGTH, "Wavelength (m; X band 0.0312)", number.Double,
-                                 defaultValue=0.0312, minValue=1e-4))
-        self.addParameter(number(self.PIXEL_SPACING, "Pixel spacing, slant range and azimuth (m)", number.Double,
-                                 defaultValue=5.0, minValue=0.01))
-        self.addParameter(number(self.LOOKS, "Number of looks (speckle)", number.Double, defaultValue=4.0,
-                                 minValue=1.0))
-        self.addParameter(number(self.SEED, "Random seed", number.Integer, defaultValue=0, minValue=0))
-        advanced = [number(self.ROWS, "Image rows (empty: cover the DEM)", number.Integer, optional=True,
-                           minValue=8),
-                    number(self.COLS, "Image columns (empty: cover the DEM)", number.Integer, optional=True,
-                           minValue=8),
-                    QgsProcessingParameterFile(self.REFERENCE_MODEL, "Reference sensor model (JSON; replaces "
-                                               "the flight design)", extension="json", optional=True),
-                    QgsProcessingParameterFile(self.SECONDARY_MODEL, "Secondary sensor model (JSON; replaces "
-                                               "the flight design)", extension="json", optional=True)]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+        self.addParameter(decimals(num(self.WAVELENGTH, "Wavelength (m; X band 0.0312)", num.Double,
+                                       defaultValue=0.0312, minValue=1e-4), 4))
+        self.addParameter(decimals(num(self.PIXEL_SPACING, "Pixel spacing, slant range and azimuth (m)", num.Double,
+                                       defaultValue=5.0, minValue=0.01), 2))
+        self.addParameter(decimals(num(self.LOOKS, "Number of looks (speckle)", num.Double, defaultValue=4.0,
+                                       minValue=1.0), 1))
+        self.addParameter(num(self.SEED, "Random seed", num.Integer, defaultValue=0, minValue=0))
+        self.advanced(num(self.ROWS, "Image rows (empty: cover the DEM)", num.Integer, optional=True, minValue=8),
+                      num(self.COLS, "Image columns (empty: cover the DEM)", num.Integer, optional=True, minValue=8),
+                      QgsProcessingParameterFile(self.REFERENCE_MODEL, "Reference sensor model (JSON)",
+                                                 extension="json", optional=True),
+                      QgsProcessingParameterFile(self.SECONDARY_MODEL, "Secondary sensor model (JSON)",
+                                                 extension="json", optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.REFERENCE_OUTPUT, "Reference image"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.SECONDARY_OUTPUT, "Secondary image"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.GROUND_TRUTH_OUTPUT, "Ground truth"))
@@ -144,15 +133,24 @@ class SimulatePair(QgsProcessingAlgorithm):
                 secondary_output=outputs[self.SECONDARY_OUTPUT],
                 ground_truth_output=outputs[self.GROUND_TRUTH_OUTPUT],
                 progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
-            for key in (self.REFERENCE_OUTPUT, self.SECONDARY_OUTPUT):
-                style_on_load(context, outputs[key], amplitude_db(*amplitude_db_range(outputs[key])))
             dem_output = self.parameterAsOutputLayer(parameters, self.DEM_OUTPUT, context)
             if dem_output:
                 open_dem(layer_path(dem_layer) if dem_layer else None).write(dem_output)
                 outputs[self.DEM_OUTPUT] = dem_output
-        style_on_load(context, outputs[self.GROUND_TRUTH_OUTPUT], qml("validity"))
+        run = run_group(context, layer_title(dem_layer) if dem_layer else "Jacksboro DEM", "simulated pair")
+        for key, kind, name in ((self.REFERENCE_OUTPUT, "reference", "Reference image"),
+                                (self.SECONDARY_OUTPUT, "secondary", "Secondary image")):
+            on_load(context, outputs[key], run, kind, name, style=amplitude_db(*amplitude_db_range(outputs[key])))
+        on_load(context, outputs[self.GROUND_TRUTH_OUTPUT], run, "truth", "Ground truth (valid pixels)",
+                style=qml("validity"))
+        if self.DEM_OUTPUT in outputs:
+            on_load(context, outputs[self.DEM_OUTPUT], run, "dem", "Source DEM")
         stats = result.stats
-        for key, value in sorted(stats.items()):
-            feedback.pushInfo(f"{key}: {value}")
+        feedback.pushInfo(f"reference: layover {number(100 * stats['layover_fraction'], 1, '%')}, shadow "
+                          f"{number(100 * stats['shadow_fraction'], 1, '%')}, valid ground truth "
+                          f"{number(100 * stats['valid_fraction'], 1, '%')} of {stats['seen_pixels']} pixels seeing "
+                          f"the DEM; secondary: layover {number(100 * stats['secondary_layover_fraction'], 1, '%')}, "
+                          f"shadow {number(100 * stats['secondary_shadow_fraction'], 1, '%')}; truth surface error "
+                          f"{number(stats['truth_surface_error_m'], 2, 'm')}")
         return {**outputs, "LAYOVER_FRACTION": stats.get("layover_fraction"),
                 "SHADOW_FRACTION": stats.get("shadow_fraction"), "VALID_FRACTION": stats.get("valid_fraction")}

@@ -26,9 +26,9 @@
   </pipe-data-defined-properties>
   <pipe>
     <provider>
-      <resampling enabled="false" zoomedOutResamplingMethod="nearestNeighbour" zoomedInResamplingMethod="nearestNeighbour" maxOversampling="2"/>
+      <resampling enabled="true" zoomedOutResamplingMethod="bilinear" zoomedInResamplingMethod="bilinear" maxOversampling="2"/>
     </provider>
-    <rasterrenderer opacity="1" azimuth="315" zfactor="1" band="1" alphaBand="-1" type="hillshade" nodataColor="" multidirection="1" angle="45">
+    <rasterrenderer opacity="1" azimuth="315" zfactor="1" band="1" alphaBand="-1" type="hillshade" nodataColor="" multidirection="0" angle="45">
       <minMaxOrigin>
         <limits>None</limits>
         <extent>WholeRaster</extent>
@@ -41,7 +41,7 @@
     <brightnesscontrast contrast="0" gamma="1" brightness="0"/>
     <huesaturation invertColors="0" colorizeRed="255" colorizeGreen="128" saturation="0" grayscaleMode="0" colorizeStrength="100" colorizeOn="0" colorizeBlue="128"/>
     <rasterresampler maxOversampling="2"/>
-    <resamplingStage>resamplingFilter</resamplingStage>
+    <resamplingStage>provider</resamplingStage>
   </pipe>
   <blendMode>0</blendMode>
 </qgis>

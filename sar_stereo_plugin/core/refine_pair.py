@@ -57,8 +57,8 @@ def refine_pair(reference, secondary, *, reference_model=None, secondary_model=N
         warnings.append(f"the secondary sits {offset.rows:.0f} lines, {offset.cols:.0f} samples from its model, "
                         f"beyond COARSE_SEARCH ({settings.coarse_search_px} px)")
     matcher = matcher or create_matcher("poc")
-    ties = tie_points(reference, secondary, ref, sec, matcher, match_settings(settings, height), settings.tie_step_px,
-                      settings.min_certainty, offset, steps.part(0.05, 0.75), steps.is_canceled)
+    ties = tie_points(reference, secondary, ref, sec, matcher, match_settings(settings, height, matcher, ref),
+                      settings.tie_step_px, settings.min_certainty, offset, steps.part(0.05, 0.75), steps.is_canceled)
     found = ties[0].size
     ties = tuple(a[ties[5]] for a in ties[:5])
     if ties[0].size < settings.min_tie_points:

@@ -122,9 +122,12 @@ def tie_points(reference, secondary, ref_model, sec_model, matcher, settings, st
     return rr[keep], cc[keep], bands[0][keep].astype(np.float64), bands[1][keep].astype(np.float64), certainty, certain
 
 
-def match_settings(settings, height):
-    """The :class:`MatchSettings` tie points are matched with."""
-    return MatchSettings(patch_size=settings.patch_size, overlap=settings.overlap, height_prior=height,
+def match_settings(settings, height, matcher, model):
+    """The :class:`MatchSettings` tie points are matched with: the matcher's patches (or the
+    settings'), no larger than the reference image."""
+    size = min(settings.patch_size or matcher.patch_size, model.rows, model.cols)
+    overlap = min(matcher.overlap if settings.overlap is None else settings.overlap, size // 2)
+    return MatchSettings(patch_size=size, overlap=overlap, height_prior=height,
                          height_uncertainty_m=settings.height_uncertainty_m, epipolar_band_px=None)
 
 

@@ -97,7 +97,16 @@ demo: stage
 	  GROUND_TRUTH_OUTPUT=$(D)/ground_truth.tif DEM_OUTPUT=$(D)/source_dem.tif)
 	@$(call demo_step,inspectpair,REFERENCE=$(D)/reference.tif SECONDARY=$(D)/secondary.tif \
 	  FOOTPRINTS=$(D)/footprints.gpkg REPORT=$(D)/report.json)
+	@# the secondary's metadata made wrong on purpose (6 lines late, 3 samples far), refined back with the
+	@# source DEM at 300 m as the coarse absolute control a user has (SRTM, Copernicus DEM)
+	@$(VPY) scripts/bias_model.py $(D)/secondary.tif $(D)/secondary_biased.sensor.json --lines 6 --samples 3 > /dev/null
+	@gdalwarp -q -overwrite -t_srs EPSG:32616 -tr 300 300 -r average $(D)/source_dem.tif $(D)/control_dem_300m.tif
+	@$(call demo_step,refinepair,REFERENCE=$(D)/reference.tif SECONDARY=$(D)/secondary.tif \
+	  SECONDARY_MODEL=$(D)/secondary_biased.sensor.json REFERENCE_DEM=$(D)/control_dem_300m.tif \
+	  REFINED_REFERENCE_MODEL=$(D)/reference_refined.sensor.json REFINED_SECONDARY_MODEL=$(D)/secondary_refined.sensor.json \
+	  TIE_POINTS=$(D)/tie_points.gpkg REPORT=$(D)/refine_report.json)
 	@$(call demo_step,matchpair,REFERENCE=$(D)/reference.tif SECONDARY=$(D)/secondary.tif MATCHER=0 \
+	  REFERENCE_MODEL=$(D)/reference_refined.sensor.json SECONDARY_MODEL=$(D)/secondary_refined.sensor.json \
 	  OUTPUT=$(D)/matches.tif)
 	@$(call demo_step,evaluatematches,MATCHES=$(D)/matches.tif GROUND_TRUTH=$(D)/ground_truth.tif \
 	  REPORT=$(D)/match_report.json)

@@ -64,6 +64,10 @@ class DatasetCanceled(Canceled):
     """Dataset building canceled; nothing was written."""
 
 
+class ImportCanceled(Canceled):
+    """Product import canceled; no output was written."""
+
+
 class FinetuneCanceled(Canceled):
     """Fine-tuning canceled; ``last.pth`` holds the state at the cancel and resumes from there."""
 

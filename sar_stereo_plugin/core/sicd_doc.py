@@ -101,12 +101,12 @@ def validate(doc, source):
     formation = sec.get("image_formation") if isinstance(sec, dict) else None
     method = {"RGZERO": "inca"}.get(grid) or (formation.lower() if grid == "RGAZIM" and formation in ("PFA", "RGAZCOMP")
                                               else None)
-    check.keys(sec, "sicd", _SICD + ((method,) if method else ()))
     if grid not in GRID_TYPES or not isinstance(formation, str):
         check.fail("sicd.grid_type", f"expected one of {list(GRID_TYPES)} and an image formation name, "
                                      f"got {grid!r} / {formation!r}")
     if grid == "RGAZIM" and method is None:
         check.fail("sicd.image_formation", f"an RGAZIM grid needs PFA or RGAZCOMP, got {formation!r}")
+    check.keys(sec, "sicd", _SICD + ((method,) if method else ()))
     for k, n in (("scp_ecf_m", 3), ("scp_pixel", 2), ("row_uvect_ecf", 3), ("col_uvect_ecf", 3)):
         check.vector(sec[k], f"sicd.{k}", n)
     for i, v in enumerate(check.vector(sec["sample_spacing_m"], "sicd.sample_spacing_m", 2)):

@@ -10,6 +10,7 @@ from .algorithms.evaluatedem import EvaluateDem
 from .algorithms.evaluatematches import EvaluateMatches
 from .algorithms.finetune import Finetune
 from .algorithms.generateelevation import GenerateElevation
+from .algorithms.importproduct import ImportProduct
 from .algorithms.inspectpair import InspectPair
 from .algorithms.matchpair import MatchPair
 from .algorithms.simulatepair import SimulatePair
@@ -57,8 +58,8 @@ class SarStereoProvider(QgsProcessingProvider):
             config[0].removeSetting(WEIGHTS_SETTING)
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
-        for algorithm in (InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches(), GenerateElevation(),
-                          EvaluateDem(), BuildDataset(), Finetune()):
+        for algorithm in (ImportProduct(), InspectPair(), SimulatePair(), MatchPair(), EvaluateMatches(),
+                          GenerateElevation(), EvaluateDem(), BuildDataset(), Finetune()):
             self.addAlgorithm(algorithm)
         for path in sorted(MODELS.glob("*.model3")):  # the shipped graphical models
             model = QgsProcessingModelAlgorithm()

@@ -13,6 +13,7 @@ from ..errors import RasterError, SarStereoError, SensorModelError, located
 from ..sensor import SCHEMA, SensorModel
 from .base import SPEED_OF_LIGHT, Product, ProductImage
 from .files import image_writer
+from .orbits import densify
 
 _NISAR_ROOTS = ("science/LSAR", "science/SSAR")
 _PRODUCT_GROUPS = ("RSLC", "SLC")  # current layout first
@@ -134,14 +135,15 @@ def _read_rslc(h5, source, frequency, polarization):
                                        f"zeroDopplerTime ({times.size}) x slantRange ({ranges.size})"))
     if not fc > 0:
         raise SensorModelError(located(source, f"{freq}/processedCenterFrequency", f"must be positive, got {fc}"))
+    o_time, o_pos, o_vel = densify(np.asarray(otime[()], dtype=np.float64) + shift,
+                                   np.asarray(get(f"{orbit}/position")[()], dtype=np.float64),
+                                   np.asarray(get(f"{orbit}/velocity")[()], dtype=np.float64))
     doc = {
         "schema": SCHEMA,
         "wavelength_m": SPEED_OF_LIGHT / fc,
         "look_side": look,
         "reference_epoch": t_epoch.isoformat() + "Z",
-        "orbit": {"time_s": (np.asarray(otime[()], dtype=np.float64) + shift).tolist(),
-                  "position_m": np.asarray(get(f"{orbit}/position")[()], dtype=np.float64).tolist(),
-                  "velocity_m_s": np.asarray(get(f"{orbit}/velocity")[()], dtype=np.float64).tolist()},
+        "orbit": {"time_s": o_time.tolist(), "position_m": o_pos.tolist(), "velocity_m_s": o_vel.tolist()},
         "azimuth": {"first_line_time_s": float(times[0]),
                     "line_interval_s": float((times[-1] - times[0]) / (len(times) - 1))},
         "range": {"first_sample_range_m": float(ranges[0]),

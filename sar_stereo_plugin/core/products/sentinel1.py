@@ -127,7 +127,8 @@ def _reader(tiff, model, line0, valid=None):
         if not tiff.is_file():
             raise RasterError(f"{tiff}: the measurement image of this annotation is missing")
         try:
-            data = gdal.Open(str(tiff)).GetRasterBand(1).ReadAsArray(0, line0 + row0, model.cols, rows)
+            ds = gdal.Open(str(tiff))  # held: a band outlives its dataset only as a dangling pointer
+            data = ds.GetRasterBand(1).ReadAsArray(0, line0 + row0, model.cols, rows)
         except RuntimeError as exc:
             raise RasterError(f"{tiff}: cannot read lines {line0 + row0}..{line0 + row0 + rows - 1} ({exc})") from None
         data = data.astype(np.complex64)

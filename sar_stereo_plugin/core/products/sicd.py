@@ -7,6 +7,7 @@ columns that may run backwards in time -- onto ours (rows azimuth with time, col
 Every sarpy failure becomes a project error naming the file. sarpy is imported here only.
 """
 
+import warnings
 from datetime import datetime
 
 import numpy as np
@@ -24,7 +25,9 @@ def _open_reader(path, what):
     except ImportError as exc:
         raise RasterError(f"{path}: reading {what} needs NGA's sarpy ({exc}); install sarpy==2.1.1") from None
     try:
-        return open_complex(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # sarpy 2.1 points SICD to sarkit
+            return open_complex(str(path))
     except Exception as exc:  # sarpy raises anything from SarpyIOError to struct.error on bad files
         raise RasterError(f"{path}: cannot be read as {what} (truncated, corrupt or not such a product): "
                           f"{type(exc).__name__}: {exc}") from None
@@ -147,13 +150,11 @@ def write_sicd(path, model, blocks, name="sarstereo", collector="sar_stereo_plug
     """Write a SICD NITF of ``model`` (a :class:`SicdModel` whose pixels map one to one onto SICD's)
     through sarpy's writer; ``blocks`` yields ``(row0, array)`` blocks of our rows (amplitude or
     complex), written as complex float32. The file appears whole or not at all."""
-    import warnings
-
     from sarpy.io.complex.sicd import SICDWriter
     meta = sicd_from_model(model, name, collector)
     (_, row_step), (_, col_step) = model.doc["pixels"]["sicd_row"], model.doc["pixels"]["sicd_col"]
     with atomic_file(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # sarpy 2.1 points SICD writing to sarkit
+        warnings.simplefilter("ignore", DeprecationWarning)
         writer = SICDWriter(str(tmp), meta, check_existence=False)
         try:
             for row0, block in blocks:
@@ -192,12 +193,9 @@ def sicd_from_model(model, name, collector):
     bw = SPEED_OF_LIGHT / (2.0 * ss_row)  # the bandwidth a range pixel of that size needs
     duration = sec["collect_duration_s"]
     start = np.datetime64(doc["reference_epoch"].rstrip("Z"), "us")
-    height = float(_llh(sec["scp_ecf_m"])[2])
-    corners = [model.rdr2geo((c - first_col if col_step > 0 else int(col0) - c) * 1.0,
-                             (r - first_row if row_step > 0 else int(row0) - r) * 1.0, height=height)
-               for r, c in ((first_row, first_col), (first_row, first_col + model.rows - 1),
-                            (first_row + model.cols - 1, first_col + model.rows - 1),
-                            (first_row + model.cols - 1, first_col))]
+    corners = _corners(model, [(first_row, first_col), (first_row, first_col + model.rows - 1),
+                               (first_row + model.cols - 1, first_col + model.rows - 1),
+                               (first_row + model.cols - 1, first_col)])
     pol = "V:V"
     meta = S.SICDType(
         CollectionInfo=CollectionInfoType(CollectorName=collector, CoreName=name, Classification="UNCLASSIFIED",
@@ -240,6 +238,15 @@ def sicd_from_model(model, name, collector):
     return meta
 
 
-def _llh(ecef):
+def _corners(model, sicd_pixels):
+    """(lon, lat) of SICD pixels on the SCP's height, or just off nadir where a range cannot reach it
+    (an airborne image's near edge over mountains)."""
     from ..ellipsoid import ecef_to_llh
-    return ecef_to_llh(np.asarray(ecef, np.float64))
+    (row0, row_step), (col0, col_step) = model.doc["pixels"]["sicd_row"], model.doc["pixels"]["sicd_col"]
+    r = np.array([(c - col0) / col_step for _, c in sicd_pixels], np.float64)
+    c = np.array([(s - row0) / row_step for s, _ in sicd_pixels], np.float64)
+    t, rng, _ = model.contour(r, c)
+    reachable = ecef_to_llh(model.orbit.position(t))[2] - 0.99 * rng
+    height = np.maximum(ecef_to_llh(np.asarray(model.doc["sicd"]["scp_ecf_m"], np.float64))[2], reachable)
+    lon, lat, _ = model.rdr2geo(r, c, height=height)
+    return list(zip(lon.tolist(), lat.tolist()))

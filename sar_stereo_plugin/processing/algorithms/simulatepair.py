@@ -16,6 +16,7 @@ from ..common import layer_path, user_errors
 from ..styling import amplitude_db, qml, style_on_load
 
 LOOK_SIDES = ("right", "left")
+FORMATS = (("geotiff", "GeoTIFF with sensor model"), ("sicd", "SICD NITF (import it with sarstereo:importproduct)"))
 
 
 class SimulatePair(QgsProcessingAlgorithm):
@@ -35,6 +36,7 @@ class SimulatePair(QgsProcessingAlgorithm):
     COLS = "COLS"
     REFERENCE_MODEL = "REFERENCE_MODEL"
     SECONDARY_MODEL = "SECONDARY_MODEL"
+    FORMAT = "FORMAT"
     REFERENCE_OUTPUT = "REFERENCE_OUTPUT"
     SECONDARY_OUTPUT = "SECONDARY_OUTPUT"
     GROUND_TRUTH_OUTPUT = "GROUND_TRUTH_OUTPUT"
@@ -95,7 +97,9 @@ class SimulatePair(QgsProcessingAlgorithm):
                     QgsProcessingParameterFile(self.REFERENCE_MODEL, "Reference sensor model (JSON; replaces "
                                                "the flight design)", extension="json", optional=True),
                     QgsProcessingParameterFile(self.SECONDARY_MODEL, "Secondary sensor model (JSON; replaces "
-                                               "the flight design)", extension="json", optional=True)]
+                                               "the flight design)", extension="json", optional=True),
+                    QgsProcessingParameterEnum(self.FORMAT, "Image format", options=[f[1] for f in FORMATS],
+                                               defaultValue=0)]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -143,7 +147,8 @@ class SimulatePair(QgsProcessingAlgorithm):
                 reference_output=outputs[self.REFERENCE_OUTPUT],
                 secondary_output=outputs[self.SECONDARY_OUTPUT],
                 ground_truth_output=outputs[self.GROUND_TRUTH_OUTPUT],
-                progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
+                progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled,
+                format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)][0])
             for key in (self.REFERENCE_OUTPUT, self.SECONDARY_OUTPUT):
                 style_on_load(context, outputs[key], amplitude_db(*amplitude_db_range(outputs[key])))
             dem_output = self.parameterAsOutputLayer(parameters, self.DEM_OUTPUT, context)

@@ -35,8 +35,8 @@ def pairs(tmp_path_factory, shared_data):
     results = {}
     for fmt, ext in (("geotiff", "tif"), ("sicd", "nitf")):  # distinct stems: a sidecar would serve both
         results[fmt] = simulate_pair(dem, flight, seed=3, reference_output=tmp / f"ref_{fmt}.{ext}",
-                                     secondary_output=tmp / f"sec_{fmt}.{ext}", ground_truth_output=tmp / f"gt_{fmt}.tif",
-                                     format=fmt)
+                                     secondary_output=tmp / f"sec_{fmt}.{ext}",
+                                     ground_truth_output=tmp / f"gt_{fmt}.tif", format=fmt)
     return tmp, results
 
 

@@ -2,8 +2,8 @@
 every SICD grid inverted by geo2rdr, the stereo functions on either kind, and its JSON."""
 
 import copy
-import re
 import json
+import re
 
 import numpy as np
 import pytest

@@ -124,3 +124,13 @@ def test_orbit_not_covering_the_image(shared_data, tmp_path):
     tree.write(xml)
     with pytest.raises(SensorModelError, match="orbit covers only"):
         read_sensor_model(safe)
+
+
+@pytest.mark.parametrize("key", PRODUCTS)
+def test_read_where_sarpy_cannot(shared_data, key):
+    """sarpy's reader wants each annotation's calibration and noise files, which these products lack."""
+    sarpy_converter = pytest.importorskip("sarpy.io.complex.converter")
+    with pytest.raises(FileNotFoundError, match="calibration"):
+        sarpy_converter.open_complex(str(_safe(shared_data, key)))
+    with open_product(_safe(shared_data, key)) as product:
+        assert product.family == "Sentinel-1" and all(i.model.rows > 0 for i in product.images)

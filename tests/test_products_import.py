@@ -113,3 +113,12 @@ def test_truncated_nitf_leaves_nothing(pairs, tmp_path):
     with pytest.raises(RasterError, match=str(path)):
         import_product(path, tmp_path / "out.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.nitf"]
+
+
+def test_an_image_with_our_model_is_a_product_too(pairs, tmp_path):
+    """A GeoTIFF carrying a sensor model imports (here: multilooked) like any product."""
+    tmp, results = pairs
+    result = import_product(tmp / "ref_geotiff.tif", tmp_path / "looked.tif", looks_azimuth=2, looks_range=2)
+    assert (result.rows, result.cols, result.family) == (128, 128, "image with sensor model")
+    model = read_sensor_model(result.path)
+    assert model.line_interval_s == pytest.approx(2 * results["geotiff"].reference_model.line_interval_s)

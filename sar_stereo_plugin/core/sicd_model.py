@@ -177,7 +177,8 @@ class SicdModel:
         """Raise ``SensorModelError`` where the image's COA times leave the collection (ARP polynomial)."""
         rows, cols = np.meshgrid([0.0, (self.rows - 1) / 2.0, self.rows - 1.0],
                                  [0.0, (self.cols - 1) / 2.0, self.cols - 1.0], indexing="ij")
-        t = self.contour(rows, cols)[0]
+        with np.errstate(invalid="ignore"):
+            t = self.contour(rows, cols)[0]
         lo, hi = self.orbit.span
         if not (np.isfinite(t).all() and t.min() >= lo and t.max() <= hi):
             raise SensorModelError(located(
@@ -191,6 +192,10 @@ class SicdModel:
     def sample_spacing_m(self):
         """Spacing of our columns: the SICD row sample spacing (slant range for slant-plane grids)."""
         return abs(self._bx)
+
+    @property
+    def range_rate(self):
+        raise GeometryError(f"{self.source}: a SICD-kind model has a range rate per pixel; use contour()")
 
     @property
     def azimuth_spacing_m(self):
@@ -281,6 +286,10 @@ class SicdModel:
         for i, (xr, yc, d) in enumerate(((np.array([dx]), zero, dx), (zero, np.array([dy]), dy))):
             f = self._residual(xr, yc, *self.scp)[:2]
             j[:, i] = [f[0][0] / d, f[1][0] / d]
+        if not (np.isfinite(j).all() and np.isfinite(self._f0).all() and abs(np.linalg.det(j)) > 0):
+            raise SensorModelError(located(self.source, "sicd", "the SCP's range/range-rate contour is degenerate "
+                                                                "(R, Rdot or their pixel derivatives are not finite); "
+                                                                "the SICD polynomials are inconsistent"))
         self._j0_inv = np.linalg.inv(j)
 
     def _residual(self, xr, yc, x, y, z):

@@ -11,7 +11,7 @@ model embeds the JSON and writes the sidecar.
 
 from pathlib import Path
 
-from ..errors import SensorModelError, located
+from ..errors import RasterError, SensorModelError, located
 from ..raster import SENSOR_ITEM, read_metadata_item
 from ..sensor import SCHEMA
 from .base import SPEED_OF_LIGHT, SUPPORTED_FORMATS, Product, ProductImage, supported
@@ -94,7 +94,8 @@ def _opener(path):
             return capella.open_tiff
         if sentinel1.safe_of(path) is not None:
             return sentinel1.open_safe
-        return None
+    if read_metadata_item(path, SENSOR_ITEM) or sidecar_path(path).exists():
+        return _own_image
     if path.suffix.lower() == ".xml":
         return _sarpy
     return None
@@ -106,7 +107,6 @@ def _sarpy(path):
 
 
 def _hdf5(path):
-    from ..errors import RasterError
     from .sicd import open_sarpy
     try:
         return open_sarpy(path, "COSMO-SkyMed or ICEYE HDF5")
@@ -125,6 +125,24 @@ def _model_json(path):
     """A bare sensor-model JSON: a product of one image without pixels."""
     model = model_from_text(_read_text(path), str(path))
     return Product(path, "sensor model", [ProductImage(path.stem, model)])
+
+
+def _own_image(path):
+    """A raster with our sensor model (embedded or sidecar): a product of one image, band 1."""
+    from ..raster import open_raster
+    model = read_sensor_model(path)
+
+    def read(row0, rows):
+        ds = open_raster(path, "INPUT")  # held while its band is read
+        try:
+            return ds.GetRasterBand(1).ReadAsArray(0, row0, model.cols, rows)
+        except RuntimeError as exc:
+            raise RasterError(f"{path}: cannot read rows {row0}..{row0 + rows - 1} ({exc})") from None
+    ds = open_raster(path, "INPUT")
+    if (ds.RasterYSize, ds.RasterXSize) != (model.rows, model.cols):
+        raise SensorModelError(located(str(path), "shape", f"the image is {ds.RasterYSize} x {ds.RasterXSize} pixels "
+                                                           f"but its sensor model says {model.rows} x {model.cols}"))
+    return Product(path, "image with sensor model", [ProductImage(path.stem, model, read)])
 
 
 def _head(path, size=64):

@@ -2,6 +2,8 @@
 projection on SICDs sarpy writes (zero-Doppler, squinted RGZERO and polar-format grids), the
 pixel orientation, and damaged files."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -16,9 +18,16 @@ pp = pytest.importorskip("sarpy.geometry.point_projection")
 CROPS = {"tsx_spotlight_rosenheim_crop5x5.nitf": 178.3, "rcm_stripmap_montreal_50x50.nitf": 11.6}
 
 
-def _sicd(path):
+def _open(path):
+    """sarpy's reader (which warns that its SICD code moves to sarkit)."""
     from sarpy.io.complex.converter import open_complex
-    return open_complex(str(path)).get_sicds_as_tuple()[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return open_complex(str(path))
+
+
+def _sicd(path):
+    return _open(path).get_sicds_as_tuple()[0]
 
 
 def _scp_pixel(model):
@@ -47,8 +56,7 @@ def test_scp_pixel_projects_to_the_scp(shared_data, name):
 
 
 def _sicd_pixels(path):
-    from sarpy.io.complex.converter import open_complex
-    return open_complex(str(path))[:, :]
+    return _open(path)[:, :]
 
 
 @pytest.mark.parametrize("name", CROPS)
@@ -74,11 +82,8 @@ def test_why_sarpy_misses_the_scp_of_a_crop(shared_data, name):
 # ---------------------------------------------------------------- agreement with sarpy
 def _rewritten(src, dst):
     """A real SICD written again by sarpy's writer (metadata and pixels as read)."""
-    import warnings
-
-    from sarpy.io.complex.converter import open_complex
     from sarpy.io.complex.sicd import SICDWriter
-    reader = open_complex(str(src))
+    reader = _open(src)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         writer = SICDWriter(str(dst), reader.get_sicds_as_tuple()[0], check_existence=False)

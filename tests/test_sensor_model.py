@@ -191,8 +191,12 @@ def test_bad_epoch(tmp_path, good_doc, value):
 
 def test_wrong_schema_and_root(tmp_path, good_doc):
     doc = copy.deepcopy(good_doc)
-    doc["schema"] = "sarstereo.sensor/2"
+    doc["schema"] = "sarstereo.sensor/9"
     _expect_error(tmp_path, doc, "schema")
+    doc["schema"] = "sarstereo.sensor/2"  # the second schema needs its kind
+    _expect_error(tmp_path, doc, "kind")
+    doc["kind"] = "zero_doppler"  # ... and then reads the /1 fields
+    assert SensorModel.from_json(doc).to_dict() == good_doc
     _expect_error(tmp_path, [good_doc], "<root>")
 
 

@@ -14,6 +14,7 @@ from .errors import (
     FinetuneCanceled,
     FinetuneError,
     GeometryError,
+    ImportCanceled,
     InvalidMatcherOption,
     MatcherUnavailable,
     MatchingCanceled,
@@ -28,8 +29,10 @@ from .flight import FlightDesign, level_flight_model
 from .matchers import MATCHERS, create_matcher
 from .matching import MatchResult, MatchSettings, match_pair
 from .pair import PairReport, inspect_pair
-from .products import read_sensor_model, write_sensor_model
+from .products import open_product, read_sensor_model, write_sensor_model
+from .products.importer import ImportResult, import_product
 from .sensor import SensorModel
+from .sicd_model import SicdModel
 from .simulate import SimulationOptions, SimulationResult, simulate_pair
 from .stereo import height_sensitivity, intersection_angle, rdr2rdr, triangulate
 
@@ -40,10 +43,11 @@ __all__ = [
     # errors
     "SarStereoError", "SettingsError", "Canceled", "SensorModelError", "GeometryError", "RasterError",
     "DatasetError", "MatcherUnavailable", "InvalidMatcherOption", "FinetuneError", "SimulationCanceled",
-    "MatchingCanceled", "ElevationCanceled", "DatasetCanceled", "FinetuneCanceled",
+    "MatchingCanceled", "ElevationCanceled", "DatasetCanceled", "FinetuneCanceled", "ImportCanceled",
     # geometry and products
-    "SensorModel", "read_sensor_model", "write_sensor_model", "triangulate", "rdr2rdr", "intersection_angle",
-    "height_sensitivity", "Dem", "open_dem", "level_flight_model",
+    "SensorModel", "SicdModel", "read_sensor_model", "write_sensor_model", "triangulate", "rdr2rdr",
+    "intersection_angle", "height_sensitivity", "Dem", "open_dem", "level_flight_model",
+    "open_product", "import_product", "ImportResult",
     # stages
     "inspect_pair", "PairReport",
     "simulate_pair", "FlightDesign", "SimulationOptions", "SimulationResult",

@@ -68,6 +68,10 @@ class RefinementCanceled(Canceled):
     """Sensor-model refinement canceled; nothing was written."""
 
 
+class ImportCanceled(Canceled):
+    """Product import canceled; no output was written."""
+
+
 class FinetuneCanceled(Canceled):
     """Fine-tuning canceled; ``last.pth`` holds the state at the cancel and resumes from there."""
 

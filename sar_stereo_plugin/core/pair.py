@@ -56,8 +56,9 @@ def footprint(model, height, per_edge=16):
     t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
     rows = np.concatenate([0 * t, t * r, r + 0 * t, r * (1 - t), [0.0]])
     cols = np.concatenate([t * c, c + 0 * t, c * (1 - t), 0 * t, [0.0]])
-    platform_h = ellipsoid.ecef_to_llh(model.orbit.position(model.row_to_time(rows)))[2]
-    reachable = platform_h - 0.99 * model.col_to_range(cols)  # 8 degrees off nadir
+    t, rng, _ = model.contour(rows, cols)
+    platform_h = ellipsoid.ecef_to_llh(model.orbit.position(t))[2]
+    reachable = platform_h - 0.99 * rng  # 8 degrees off nadir
     lon, lat, _ = model.rdr2geo(rows, cols, height=np.maximum(height, reachable))
     if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         raise GeometryError(f"{model.source}: the image border cannot be placed on the ground at "
@@ -107,8 +108,8 @@ def inspect_pair(ref_model, sec_model, dem=None, height=None, grid=33):
         look_sides={"reference": ref_model.look_side, "secondary": sec_model.look_side},
         headings_deg=headings, incidence_deg=incidences,
         reference_height_m=float(height), footprints=rings)
-    if dem is not None:
+    if dem is not None:  # the facet walk follows zero-Doppler lines: SICD-kind models have none
         from .terrain import terrain_fractions
-        report.terrain = {"reference": terrain_fractions(ref_model, dem),
-                          "secondary": terrain_fractions(sec_model, dem)}
+        report.terrain = {role: terrain_fractions(model, dem) if getattr(model, "kind", "zero_doppler") != "sicd"
+                          else None for role, model in (("reference", ref_model), ("secondary", sec_model))}
     return report

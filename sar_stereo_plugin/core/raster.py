@@ -120,7 +120,7 @@ def amplitude_db_range(path, low=2.0, high=98.0, max_side=1024):
     ds = gdal.Open(str(path))
     scale = max(ds.RasterXSize, ds.RasterYSize) / max_side
     shape = (max(1, int(ds.RasterYSize / max(scale, 1))), max(1, int(ds.RasterXSize / max(scale, 1))))
-    amp = ds.GetRasterBand(1).ReadAsArray(buf_xsize=shape[1], buf_ysize=shape[0]).astype(np.float64)
+    amp = np.abs(ds.GetRasterBand(1).ReadAsArray(buf_xsize=shape[1], buf_ysize=shape[0])).astype(np.float64)
     amp = amp[np.isfinite(amp) & (amp > 0)]
     if not amp.size:
         raise RasterError(f"{path}: band 1 holds no positive amplitude to display")

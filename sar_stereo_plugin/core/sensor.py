@@ -23,6 +23,7 @@ from .orbit import Orbit
 from .rangedoppler import Circle, blockwise
 
 SCHEMA = "sarstereo.sensor/1"
+SCHEMA_V2 = "sarstereo.sensor/2"  # adds "kind": zero_doppler (the /1 fields) or sicd (.sicd_model)
 MIN_STATE_VECTORS = 4
 _NEWTON_MAX = 30
 _MAX_PIXELS = 2 ** 31 - 1  # GDAL's limit on a raster dimension
@@ -171,6 +172,14 @@ class SensorModel:
     def _from_dict(cls, doc, source):
         if not isinstance(doc, dict):
             raise SensorModelError(located(source, "<root>", "expected a JSON object"))
+        if doc.get("schema") == SCHEMA_V2:
+            if doc.get("kind") == "sicd":
+                from .sicd_model import SicdModel
+                return SicdModel.from_dict(doc, source)
+            if doc.get("kind") != "zero_doppler":
+                raise SensorModelError(located(source, "kind",
+                                               f"expected 'zero_doppler' or 'sicd', got {doc.get('kind')!r}"))
+            doc = {**{k: v for k, v in doc.items() if k != "kind"}, "schema": SCHEMA}
         _exact_keys(doc, ("schema", "wavelength_m", "look_side", "reference_epoch", "orbit",
                           "azimuth", "range", "shape"), source, optional=("doppler_centroid_hz", "corrections"))
         if doc["schema"] != SCHEMA:
@@ -352,27 +361,27 @@ class SensorModel:
         """
         rows, cols, h = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (
             rows, cols, 0.0 if height is None else height)))
-        t, rng, _ = self.contour(rows, cols)
+        t, rng, rdot = self.contour(rows, cols)
         if dem is None:
-            lon, lat = self.time_range_to_lonlat(t, rng, h)
+            lon, lat = self.time_range_to_lonlat(t, rng, h, rdot=rdot)
             return np.degrees(lon), np.degrees(lat), np.where(np.isfinite(lon), h, np.nan)
-        return self._intersect_dem(t, rng, dem)
+        return self._intersect_dem(t, rng, dem, rdot)
 
-    def time_range_to_lonlat(self, t, rng, h, start=None):
+    def time_range_to_lonlat(self, t, rng, h, start=None, rdot=None):
         """Longitude and latitude (radians) of the target at time t, slant range rng, height h.
 
         The target lies on a circle: the range sphere cut by the Doppler plane (cone). A sphere
         about the Earth's centre picks the start on it, on the look side; Newton's method along
         the circle then meets the geodetic height h, so range and Doppler hold exactly at every
         step. ``start``: optional (lon, lat) guess in radians. NaN where the range cannot
-        reach height h.
+        reach height h. ``rdot``: the points' range rates (default the model's).
         """
-        arrays = [t, rng, h] + ([] if start is None else list(start))
+        arrays = [t, rng, h, self.range_rate if rdot is None else rdot] + ([] if start is None else list(start))
         return blockwise(self._lonlat_block, *np.broadcast_arrays(
             *(np.asarray(a, np.float64) for a in arrays)))
 
-    def _lonlat_block(self, t, rng, h, start_lon=None, start_lat=None):
-        view = Circle(self, t, rng)
+    def _lonlat_block(self, t, rng, h, rdot, start_lon=None, start_lat=None):
+        view = Circle(self, t, rng, rdot)
         if start_lon is None:
             rt = ellipsoid.geocentric_radius_xyz(*view.p) + h
         else:
@@ -398,10 +407,10 @@ class SensorModel:
             final = not np.nanmax(np.abs(step * rho), initial=0.0) > 1e-6  # then one more pass
         return np.arctan2(y, x), np.arctan2(sphi, cphi)
 
-    def _intersect_dem(self, t, rng, dem, tol_m=1e-3, max_iter=50):
+    def _intersect_dem(self, t, rng, dem, rdot=None, tol_m=1e-3, max_iter=50):
         dem = open_dem(dem)
         h = np.full(t.shape, height_bounds(dem)[2])
-        lon, lat = self.time_range_to_lonlat(t, rng, h)
+        lon, lat = self.time_range_to_lonlat(t, rng, h, rdot=rdot)
         h_prev = r_prev = None
         for _ in range(max_iter):
             r = dem.sample(np.degrees(lon), np.degrees(lat)) - h  # g(h) = DEM(X(h)) - h
@@ -415,7 +424,7 @@ class SensorModel:
                 usable = np.isfinite(secant) & (np.abs(h - h_prev) > 1e-9) & (slope < -0.05)
                 h_next = np.where(usable, secant, h_next)
             h_prev, r_prev, h = h, r, h_next
-            lon, lat = self.time_range_to_lonlat(t, rng, h, start=(lon, lat))
+            lon, lat = self.time_range_to_lonlat(t, rng, h, start=(lon, lat), rdot=rdot)
         bad = ~(np.abs(r) <= 10 * tol_m)
         h = np.where(bad, np.nan, h)
         return np.degrees(np.where(bad, np.nan, lon)), np.degrees(np.where(bad, np.nan, lat)), h

@@ -73,16 +73,16 @@ def triangulate(ref_model, ref_rows, ref_cols, sec_model, sec_rows, sec_cols, he
     """
     r1, c1, r2, c2 = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in
                                           (ref_rows, ref_cols, sec_rows, sec_cols)))
-    r1, r2 = _inside_orbit(ref_model, r1), _inside_orbit(sec_model, r2)
+    r1, r2 = _inside_orbit(ref_model, r1, c1), _inside_orbit(sec_model, r2, c2)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # wild matches may diverge
         return blockwise(_triangulate_block, r1, c1, r2, c2, ref_model=ref_model, sec_model=sec_model,
                           height_guess=float(height_guess), max_iter=int(max_iter))
 
 
-def _inside_orbit(model, rows):
-    """rows, with NaN where their azimuth time lies outside the model's orbit."""
+def _inside_orbit(model, rows, cols):
+    """rows, with NaN where the image points' times lie outside the model's orbit."""
     lo, hi = model.orbit.span
-    t = model.row_to_time(rows)
+    t = model.contour(rows, cols)[0]
     with np.errstate(invalid="ignore"):
         return np.where((t >= lo) & (t <= hi), rows, np.nan)
 

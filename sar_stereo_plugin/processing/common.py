@@ -17,7 +17,8 @@ WEIGHTS_SETTING = "SARSTEREO_WEIGHTS_DIR"  # the provider's setting: a folder of
 PROVIDER_NAME = "SAR stereo radargrammetry"
 ICONS = Path(__file__).resolve().parent / "icons"
 # algorithm id -> display name: the one place both the Toolbox and the help texts take them from
-TITLES = {"installdeps": "Install deep-learning matchers", "simulatepair": "Simulate SAR stereo pair",
+TITLES = {"installdeps": "Install deep-learning matchers", "importproduct": "Import SAR product",
+          "simulatepair": "Simulate SAR stereo pair",
           "inspectpair": "Inspect stereo pair", "refinepair": "Refine sensor models", "matchpair": "Match stereo pair",
           "evaluatematches": "Evaluate matches against ground truth", "generateelevation": "Generate elevation (DEM)",
           "evaluatedem": "Evaluate DEM against a reference DEM", "builddataset": "Build training dataset",

@@ -10,6 +10,7 @@ from .algorithms.evaluatedem import EvaluateDem
 from .algorithms.evaluatematches import EvaluateMatches
 from .algorithms.finetune import Finetune
 from .algorithms.generateelevation import GenerateElevation
+from .algorithms.importproduct import ImportProduct
 from .algorithms.inspectpair import InspectPair
 from .algorithms.installdeps import InstallDeps
 from .algorithms.matchpair import MatchPair
@@ -25,7 +26,7 @@ except ImportError:
 
 
 MODELS = Path(__file__).resolve().parent / "models"
-ALGORITHMS = (InstallDeps, SimulatePair, InspectPair, RefinePair, MatchPair, EvaluateMatches, GenerateElevation, EvaluateDem,
+ALGORITHMS = (InstallDeps, ImportProduct, SimulatePair, InspectPair, RefinePair, MatchPair, EvaluateMatches, GenerateElevation, EvaluateDem,
               BuildDataset, Finetune)
 
 

@@ -79,6 +79,7 @@ DEM show its planar facets.
 import json
 import numbers
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -141,9 +142,12 @@ class SimulationResult:
     arrays: dict = field(default=None, repr=False)
 
 
+FORMATS = ("geotiff", "sicd")
+
+
 def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, looks=4.0, seed=0,
                   reference_output=None, secondary_output=None, ground_truth_output=None,
-                  options=None, progress=None, is_canceled=None, return_arrays=False):
+                  options=None, progress=None, is_canceled=None, return_arrays=False, format="geotiff"):
     """Simulate a SAR stereo pair over a DEM and write its images and ground truth.
 
     ``dem``: a GDAL-readable path, a :class:`Dem`, or None for the embedded Jacksboro DEM.
@@ -151,11 +155,16 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
     is given) or ``reference`` and ``secondary`` (``SensorModel``, dict, or JSON path).
     ``looks``: number of looks of the speckle; ``seed``: any int, same seed -> same outputs.
     Outputs (optional paths): amplitude GeoTIFFs with their sensor models (embedded, sidecar,
-    GCPs) and the ground-truth GeoTIFF. ``progress(fraction)`` and ``is_canceled()`` are
+    GCPs) and the ground-truth GeoTIFF; with ``format="sicd"`` the images are SICD NITF files
+    (sarpy's writer; RGZERO grid, detected amplitude as the real part) whose SICD-kind models --
+    what :func:`..products.importer.import_product` reads back -- the result and the ground truth
+    carry. ``progress(fraction)`` and ``is_canceled()`` are
     optional callables; on cancel :class:`SimulationCanceled` is raised and nothing is written.
     """
     options = options or SimulationOptions()
     options.validate()
+    if format not in FORMATS:
+        raise GeometryError(located("simulation", "format", f"{format!r}; give one of {list(FORMATS)}"))
     if not (isinstance(looks, numbers.Real) and looks >= 1):
         raise GeometryError(located("simulation", "looks", f"{looks!r}; give a number of looks >= 1"))
     dem = open_dem(dem)
@@ -183,6 +192,9 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
     meta = {SIMULATION_ITEM: json.dumps({"dem": dem.path, "looks": looks, "seed": seed,
                                          "flight": asdict(flight) if isinstance(flight, FlightDesign) else None,
                                          "options": asdict(options), "stats": stats})}
+    if format == "sicd":  # the same geometry as SICD's RGZERO grid
+        from ..sicd_model import SicdModel
+        ref_model, sec_model = (SicdModel.from_zero_doppler(m, h_ref) for m in (ref_model, sec_model))
     paths = _write_outputs(reference_output, secondary_output, ground_truth_output, amplitudes, gt,
                            ref_model, sec_model, meta, dem, h_ref)
     report.done()
@@ -196,9 +208,13 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
 
 # ==================================================================== inputs
 def _as_model(value):
-    if isinstance(value, SensorModel):
-        return value
-    return SensorModel.from_json(value if isinstance(value, (dict, str)) else str(value))
+    model = value if hasattr(value, "contour") else SensorModel.from_json(
+        value if isinstance(value, (dict, str)) else str(value))
+    if not isinstance(model, SensorModel):
+        raise SensorModelError(located(model.source or "sensor model", "kind", "the simulator renders zero-Doppler "
+                                                                          "models only; give a sarstereo.sensor/1 "
+                                                                          "(or kind zero_doppler) model"))
+    return model
 
 
 def _models(dem, flight, reference, secondary):
@@ -261,10 +277,15 @@ def _write_outputs(ref_path, sec_path, gt_path, amplitudes, gt, ref_model, sec_m
     """
     from ..products import sidecar_path, write_image
     from ..raster import SENSOR_ITEM, gcp_grid, write_geotiff
-    images = [p for path in (ref_path, sec_path) for p in (path, path and sidecar_path(path))]
+    sicd = getattr(ref_model, "kind", "") == "sicd"
+    images = [p for path in (ref_path, sec_path) for p in (path, None if sicd else path and sidecar_path(path))]
     with atomic_outputs(*images, gt_path) as temps:
-        for (image, sidecar), amp, model in zip((temps[0:2], temps[2:4]), amplitudes, (ref_model, sec_model)):
-            if image:
+        for (image, sidecar), amp, model, final in zip((temps[0:2], temps[2:4]), amplitudes, (ref_model, sec_model),
+                                                       (ref_path, sec_path)):
+            if image and sicd:
+                from ..products.sicd import write_sicd
+                write_sicd(image, model, [(0, amp)], name=Path(final).stem[:80], collector="sar_stereo_plugin")
+            elif image:
                 write_image(image, amp, model, metadata=meta, gcps=gcp_grid(model, height=height, dem=dem),
                             sidecar=sidecar)
         if temps[4]:

@@ -136,7 +136,7 @@ def _posts_seen_once(model, dsm, box, lo, hi):
     rows, cols = (a.ravel().astype(np.float64) for a in np.mgrid[r0:r1, c0:c1])
     h = dsm.heights[r0:r1, c0:c1].ravel()
     lon, lat = dsm.lonlat(*dsm.pixel_to_xy(rows, cols))
-    t = model.row_to_time(model.geo2rdr(lon, lat, h)[0])
+    t = model.contour(*model.geo2rdr(lon, lat, h))[0]
     known = np.isfinite(t) & np.isfinite(h)
     sensor = model.orbit.position(np.where(known, t, model.orbit.span[0]))
     n_lon, n_lat, n_h = ellipsoid.ecef_to_llh(sensor)

@@ -16,6 +16,7 @@ from ..styling import amplitude_db, on_load, qml, run_group
 
 LOOK_SIDES = ("right", "left")
 LOOK_SIDE_LABELS = ("Right", "Left")
+FORMATS = (("geotiff", "GeoTIFF with sensor model"), ("sicd", "SICD NITF"))
 
 
 class SimulatePair(Algorithm, QgsProcessingAlgorithm):
@@ -36,6 +37,7 @@ class SimulatePair(Algorithm, QgsProcessingAlgorithm):
     COLS = "COLS"
     REFERENCE_MODEL = "REFERENCE_MODEL"
     SECONDARY_MODEL = "SECONDARY_MODEL"
+    FORMAT = "FORMAT"
     REFERENCE_OUTPUT = "REFERENCE_OUTPUT"
     SECONDARY_OUTPUT = "SECONDARY_OUTPUT"
     GROUND_TRUTH_OUTPUT = "GROUND_TRUTH_OUTPUT"
@@ -57,6 +59,8 @@ class SimulatePair(Algorithm, QgsProcessingAlgorithm):
         REFERENCE_MODEL: "a sarstereo.sensor/1 JSON file that replaces the flight design for the reference view "
                          "(give both).",
         SECONDARY_MODEL: "the same for the secondary view.",
+        FORMAT: "GeoTIFF with the sensor model, or SICD NITF (complex, with its SICD metadata) as a real "
+                "spotlight or stripmap delivery would come.",
     }
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -87,7 +91,9 @@ class SimulatePair(Algorithm, QgsProcessingAlgorithm):
                       QgsProcessingParameterFile(self.REFERENCE_MODEL, "Reference sensor model (JSON)",
                                                  extension="json", optional=True),
                       QgsProcessingParameterFile(self.SECONDARY_MODEL, "Secondary sensor model (JSON)",
-                                                 extension="json", optional=True))
+                                                 extension="json", optional=True),
+                      QgsProcessingParameterEnum(self.FORMAT, "Image format", options=[f[1] for f in FORMATS],
+                                                 defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterDestination(self.REFERENCE_OUTPUT, "Reference image"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.SECONDARY_OUTPUT, "Secondary image"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.GROUND_TRUTH_OUTPUT, "Ground truth"))
@@ -132,7 +138,8 @@ class SimulatePair(Algorithm, QgsProcessingAlgorithm):
                 reference_output=outputs[self.REFERENCE_OUTPUT],
                 secondary_output=outputs[self.SECONDARY_OUTPUT],
                 ground_truth_output=outputs[self.GROUND_TRUTH_OUTPUT],
-                progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
+                progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled,
+                format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)][0])
             dem_output = self.parameterAsOutputLayer(parameters, self.DEM_OUTPUT, context)
             if dem_output:
                 open_dem(layer_path(dem_layer) if dem_layer else None).write(dem_output)

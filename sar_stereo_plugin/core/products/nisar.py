@@ -1,101 +1,27 @@
-"""Where sensor models come from and go to.
+"""NISAR RSLC HDF5: the current layout (``science/LSAR/RSLC``) and the older one (``.../SLC``).
 
-A model is found, in this order, embedded in a GeoTIFF (metadata item ``SARSTEREO_SENSOR``), in
-a sidecar ``<image stem>.sensor.json`` beside the image, or in a NISAR RSLC HDF5 product.
-Writing a model does both: it embeds the JSON and writes the sidecar.
+Zero-Doppler products: the model is a :class:`.sensor.SensorModel` on the product's uniform
+zero-Doppler time and slant-range axes, with its orbit's state vectors.
 """
 
-import json
 import re
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_file, atomic_outputs
-from .errors import RasterError, SarStereoError, SensorModelError, located
-from .raster import SENSOR_ITEM, gcp_grid, geotiff_writer, read_metadata_item
-from .sensor import SCHEMA, SensorModel
+from ..errors import RasterError, SarStereoError, SensorModelError, located
+from ..sensor import SCHEMA, SensorModel
+from .base import SPEED_OF_LIGHT, Product, ProductImage
+from .files import image_writer
+from .orbits import densify
 
-SPEED_OF_LIGHT = 299792458.0
 _NISAR_ROOTS = ("science/LSAR", "science/SSAR")
+_PRODUCT_GROUPS = ("RSLC", "SLC")  # current layout first
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+HDF5_SUBDATASET = re.compile(r'^HDF5:"?(?P<path>[^"]+)"?://?(?P<dataset>.+/frequency(?P<freq>[A-Z])/(?P<pol>[A-Z]{2}))$')
 
 
-def sidecar_path(image_path):
-    return Path(image_path).with_suffix(".sensor.json")
-
-
-_HDF5_SUBDATASET = re.compile(r'^HDF5:"?(?P<path>[^"]+)"?://?(?P<dataset>.+/frequency(?P<freq>[A-Z])/(?P<pol>[A-Z]{2}))$')
-
-
-def read_sensor_model(path, frequency="A", polarization=None):
-    """The sensor model of an image: embedded, sidecar, or NISAR RSLC HDF5 (see module doc).
-
-    ``path`` may also be a GDAL HDF5 subdataset name of an RSLC image, as QGIS gives it, e.g.
-    ``HDF5:"file.h5"://science/LSAR/SLC/swaths/frequencyA/HH``; frequency and polarisation then
-    come from it.
-    """
-    sub = _HDF5_SUBDATASET.match(str(path))
-    if sub:
-        path, frequency, polarization = sub.group("path"), sub.group("freq"), sub.group("pol")
-    path = Path(path)
-    if not path.is_file():
-        raise SensorModelError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-    if _is_hdf5(path):
-        return read_nisar_rslc(path, frequency, polarization)[0]
-    embedded = read_metadata_item(path, SENSOR_ITEM)
-    if embedded:
-        source = f"{path} (metadata {SENSOR_ITEM})"
-        try:
-            doc = json.loads(embedded)
-        except json.JSONDecodeError as exc:
-            raise SensorModelError(f"{source}: not valid JSON ({exc.msg} at character {exc.pos})") from None
-        return SensorModel.from_json(doc, source=source)
-    sidecar = sidecar_path(path)
-    if sidecar.exists():
-        return SensorModel.from_json(sidecar)
-    raise SensorModelError(
-        f"{path}: no sensor model found: neither a GeoTIFF metadata item {SENSOR_ITEM}, nor a sidecar "
-        f"{sidecar.name}, nor a NISAR RSLC product; give the model as a {SCHEMA} JSON file")
-
-
-def write_sensor_model(image_path, model):
-    """Embed the model into an existing GeoTIFF and write its sidecar JSON."""
-    from osgeo import gdal
-    try:
-        ds = gdal.OpenEx(str(image_path), gdal.OF_RASTER | gdal.OF_UPDATE)
-    except RuntimeError as exc:
-        raise RasterError(f"{image_path}: cannot be opened for update to embed the sensor model ({exc})") from None
-    ds.SetMetadataItem(SENSOR_ITEM, json.dumps(model.to_dict()))
-    ds = None
-    with atomic_file(sidecar_path(image_path)) as tmp:
-        tmp.write_text(model.to_json(), encoding="utf-8")
-
-
-@contextmanager
-def image_writer(path, model, metadata=None, gcps=None, sidecar=None):
-    """Yield ``write(amplitude_rows, row0)`` filling a float32 amplitude GeoTIFF of the model's
-    size, with the model embedded, GCPs (``raster.gcp_grid`` at height 0 unless given) and its
-    sidecar (at ``sidecar``, default :func:`sidecar_path`); both appear together once the image is
-    complete."""
-    meta = {SENSOR_ITEM: json.dumps(model.to_dict()), **(metadata or {})}
-    with atomic_outputs(path, sidecar or sidecar_path(path)) as (image, sidecar):
-        with geotiff_writer(image, model.rows, model.cols, metadata=meta, band_names=("amplitude",),
-                            gcps=gcp_grid(model) if gcps is None else gcps) as write:
-            yield write
-        sidecar.write_text(model.to_json(), encoding="utf-8")
-
-
-def write_image(path, amplitude, model, metadata=None, gcps=None, sidecar=None):
-    """Write a whole amplitude image; see :func:`image_writer`."""
-    with image_writer(path, model, metadata, gcps, sidecar) as write:
-        write(amplitude)
-
-
-# ---------------------------------------------------------------- NISAR RSLC
-def _is_hdf5(path):
+def is_hdf5(path):
     """HDF5 signature at offset 0 or at a user-block offset (512, 1024, 2048, ...)."""
     try:
         with open(path, "rb") as fh:
@@ -106,6 +32,15 @@ def _is_hdf5(path):
     except OSError as exc:
         raise RasterError(f"{path}: cannot be read ({exc.strerror})") from None
     return False
+
+
+def is_nisar(path):
+    """Whether an HDF5 file holds a NISAR product group (damaged files count: the reader says what broke)."""
+    with _open_h5(path) as h5:
+        try:
+            return any(root in h5 for root in _NISAR_ROOTS)
+        except Exception:  # h5py reports damage as anything from KeyError to RuntimeError
+            return True
 
 
 def _text(value):
@@ -127,7 +62,7 @@ def _epoch(dataset, source):
     match = re.match(r"seconds since (\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(\.\d+)?)", units)
     if not match:
         raise SensorModelError(located(source, dataset.name, f"units {units!r} are not 'seconds since <UTC time>'"))
-    return datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}")
+    return datetime.fromisoformat(f"{match.group(1)}T{match.group(2)[:15]}")  # microseconds at most
 
 
 def _open_h5(path):
@@ -161,8 +96,10 @@ def _read_rslc(h5, source, frequency, polarization):
     import h5py
     root = next((r for r in _NISAR_ROOTS if r in h5), None)
     if root is None:
-        raise SensorModelError(located(source, "science/LSAR", "not a NISAR product (no science/LSAR or science/SSAR group)"))
-    swaths, orbit = f"{root}/SLC/swaths", f"{root}/SLC/metadata/orbit"
+        raise SensorModelError(located(source, "science/LSAR",
+                                       "not a NISAR product (no science/LSAR or science/SSAR group)"))
+    group = next((f"{root}/{g}" for g in _PRODUCT_GROUPS if f"{root}/{g}" in h5), f"{root}/{_PRODUCT_GROUPS[0]}")
+    swaths, orbit = f"{group}/swaths", f"{group}/metadata/orbit"
     freq = f"{swaths}/frequency{frequency}"
 
     def get(name):
@@ -198,14 +135,15 @@ def _read_rslc(h5, source, frequency, polarization):
                                        f"zeroDopplerTime ({times.size}) x slantRange ({ranges.size})"))
     if not fc > 0:
         raise SensorModelError(located(source, f"{freq}/processedCenterFrequency", f"must be positive, got {fc}"))
+    o_time, o_pos, o_vel = densify(np.asarray(otime[()], dtype=np.float64) + shift,
+                                   np.asarray(get(f"{orbit}/position")[()], dtype=np.float64),
+                                   np.asarray(get(f"{orbit}/velocity")[()], dtype=np.float64))
     doc = {
         "schema": SCHEMA,
         "wavelength_m": SPEED_OF_LIGHT / fc,
         "look_side": look,
         "reference_epoch": t_epoch.isoformat() + "Z",
-        "orbit": {"time_s": (np.asarray(otime[()], dtype=np.float64) + shift).tolist(),
-                  "position_m": np.asarray(get(f"{orbit}/position")[()], dtype=np.float64).tolist(),
-                  "velocity_m_s": np.asarray(get(f"{orbit}/velocity")[()], dtype=np.float64).tolist()},
+        "orbit": {"time_s": o_time.tolist(), "position_m": o_pos.tolist(), "velocity_m_s": o_vel.tolist()},
         "azimuth": {"first_line_time_s": float(times[0]),
                     "line_interval_s": float((times[-1] - times[0]) / (len(times) - 1))},
         "range": {"first_sample_range_m": float(ranges[0]),
@@ -226,31 +164,53 @@ def nisar_to_geotiff(h5_path, out_path, frequency="A", polarization=None, block_
     with _open_h5(h5_path) as h5, image_writer(out_path, model,
                                                {"SARSTEREO_SOURCE": f"{h5_path}:{dataset}"}) as write:
         for row0 in range(0, model.rows, block_rows):
-            try:
-                data = h5[dataset][row0:row0 + block_rows]
-            except (OSError, RuntimeError) as exc:
-                raise RasterError(f"{h5_path}: image {dataset} cannot be read; the file is damaged ({exc})") from None
-            if data.dtype.names and {"r", "i"} <= set(data.dtype.names):  # NISAR's complex32 pairs
-                data = data["r"].astype(np.float32) + 1j * data["i"].astype(np.float32)
-            write(np.abs(data), row0)
+            write(np.abs(read_rows(h5, dataset, row0, block_rows, h5_path)), row0)
     return model
 
 
-def read_pair_models(path):
-    """(reference, secondary) sensor models embedded in a match raster or a simulator ground
-    truth, with a message naming the missing item otherwise."""
-    from .raster import SECONDARY_SENSOR_ITEM, open_raster
-    ds = open_raster(path, "MATCHES")
-    models = []
-    for item in (SENSOR_ITEM, SECONDARY_SENSOR_ITEM):
-        text = ds.GetMetadataItem(item)
-        if not text:
-            raise SensorModelError(f"{path}: field '{item}': the raster does not embed both sensor models; "
-                                   "give a match raster written by sarstereo:matchpair or a simulator ground truth")
-        source = f"{path} (metadata {item})"
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SensorModelError(f"{source}: not valid JSON ({exc.msg} at character {exc.pos})") from None
-        models.append(SensorModel.from_json(doc, source=source))
-    return tuple(models)
+def read_rows(h5, dataset, row0, rows, source):
+    """Rows of an RSLC image as complex64, whatever its storage (complex64, or NISAR's pairs of
+    float16 that numpy has no complex type for)."""
+    ds = h5[dataset]
+    try:
+        kind = ds.id.get_type()
+        names = [kind.get_member_name(i) for i in range(kind.get_nmembers())] if hasattr(kind, "get_nmembers") else []
+        if names[:2] == [b"r", b"i"]:
+            size = kind.get_member_type(0).get_size()
+            pair = np.dtype([("r", f"<f{size}"), ("i", f"<f{size}")])
+            data = ds.astype(pair)[row0:row0 + rows]
+            return data["r"].astype(np.float32) + 1j * data["i"].astype(np.float32)
+        return ds[row0:row0 + rows]
+    except (OSError, RuntimeError) as exc:
+        raise RasterError(f"{source}: image {dataset} cannot be read; the file is damaged ({exc})") from None
+
+
+def open_nisar(path):
+    """The :class:`Product` of an RSLC file: one image per frequency and polarisation (``A/HH``)."""
+    with _open_h5(path) as h5:
+        root = next((r for r in _NISAR_ROOTS if r in h5), None)
+        group = root and next((f"{root}/{g}/swaths" for g in _PRODUCT_GROUPS if f"{root}/{g}/swaths" in h5), None)
+        if group is None:
+            read_nisar_rslc(path)  # raises the error naming what is missing
+        frequencies = sorted(k[len("frequency"):] for k in h5[group] if k.startswith("frequency"))
+        images = []
+        for freq in frequencies:
+            listed = f"{group}/frequency{freq}/listOfPolarizations"
+            pols = [_text(p) for p in np.atleast_1d(h5[listed][()])] if listed in h5 else []
+            for pol in pols:
+                if f"{group}/frequency{freq}/{pol}" in h5:
+                    model, dataset = read_nisar_rslc(path, freq, pol)
+                    images.append(ProductImage(f"{freq}/{pol}", model, _reader(path, dataset),
+                                               description=f"frequency {freq}, {pol}"))
+    if not images:
+        raise SensorModelError(located(str(path), group, "holds no image (frequency*/<polarisation>)"))
+    return Product(path, "NISAR RSLC", images)
+
+
+def _reader(path, dataset):
+    def read(row0, rows):
+        with _open_h5(path) as h5:
+            return read_rows(h5, dataset, row0, rows, path)
+    return read
+
+

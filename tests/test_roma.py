@@ -333,4 +333,4 @@ assert 'torch' not in sys.modules
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     assert out.returncode == 0, out.stderr
-    assert "make setup" in out.stdout and "torch==2.13.0" in out.stdout and "MATCHER=poc" in out.stdout
+    assert "installer" in out.stdout and "torch==2.13.0" in out.stdout and "MATCHER=poc" in out.stdout

@@ -149,10 +149,12 @@ def misclosure_px(ref, sec, r1, c1, r2, c2, iterations=4):
 
 def _misclosure_block(r1, c1, r2, c2, ref, sec, iterations):
     circle = Circle(ref, *ref.contour(r1, c1))
-    t2 = sec.row_to_time(r2)
+    row = r2
     lo, hi = sec.orbit.span
-    for _ in range(iterations):
+    for _ in range(iterations):  # the secondary's range sphere at the time of the row the point is seen at
+        t2, rng2, _ = sec.contour(row, c2)
         p = sec.orbit.position(np.clip(t2, lo, hi))
-        x = circle.point(*circle.cut(p[:, 0], p[:, 1], p[:, 2], sec.col_to_range(c2, t2), exact=False))
-        t2, _ = sec.ecef_to_time_range(np.stack(x, axis=-1))
-    return (sec.time_to_row(t2) - r2,)
+        x = np.stack(circle.point(*circle.cut(p[:, 0], p[:, 1], p[:, 2], rng2, exact=False)), axis=-1)
+        lon, lat, h = ellipsoid.ecef_to_llh(x)
+        row = sec.geo2rdr(lon, lat, h)[0]
+    return (row - r2,)

@@ -130,8 +130,8 @@ def test_one_group_per_run_named_after_it_every_layer_named(chain):
         f"{PAIR} — matches (POC)": ["Matches (POC)"],
         f"{PAIR} — DEM": ELEVATION_NAMES[1:],
         f"{PAIR} — DEM (2)": ELEVATION_NAMES,
-        f"{PAIR} — matches (POC), DEM": ["Matches (POC)"] + ELEVATION_NAMES[1:],
-        f"{PAIR} — matches (POC), DEM (2)": ["Matches (POC)"] + ELEVATION_NAMES,
+        f"{PAIR} — refined models, matches (POC), DEM": ["Tie points", "Matches (POC)"] + ELEVATION_NAMES[1:],
+        f"{PAIR} — refined models, matches (POC), DEM (2)": ["Tie points", "Matches (POC)"] + ELEVATION_NAMES,
     }, groups
     root = QgsProject.instance().layerTreeRoot()
     assert all(not isinstance(node, QgsLayerTreeLayer) for node in root.children())  # nothing loose

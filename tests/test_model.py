@@ -1,6 +1,7 @@
 """The demo chain on the embedded Jacksboro DEM with POC: DEM accuracy floors, and the shipped
-graphical model (run by `make process`, i.e. qgis_process) giving the same DEM as the algorithms
-run one by one, with a reference DEM and without one (the usual case: no error map, no red line)."""
+graphical model (run by `make process`, i.e. qgis_process: refine -> match -> elevation) giving the same
+DEM as the algorithms run one by one, with a reference DEM and without one (the usual case: no error
+map, no red line)."""
 
 import json
 import os
@@ -20,7 +21,8 @@ FLOORS = {"1": 0.12, "2": 0.24, "5": 0.55, "10": 0.82, "20": 0.94}
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, qgis_processing, qgis_iface):
-    """simulatepair -> matchpair (POC) -> generateelevation -> evaluatedem, one by one."""
+    """simulatepair -> refinepair (the source DEM as control) -> matchpair (POC, refined models) ->
+    generateelevation -> evaluatedem, one by one."""
     import processing
 
     import sar_stereo_plugin
@@ -31,7 +33,12 @@ def chain(tmp_path_factory, qgis_processing, qgis_iface):
                                               "SECONDARY_OUTPUT": str(d / "secondary.tif"),
                                               "GROUND_TRUTH_OUTPUT": str(d / "truth.tif"),
                                               "DEM_OUTPUT": str(d / "source_dem.tif")})
+    processing.run("sarstereo:refinepair", {"REFERENCE": str(d / "reference.tif"), "SECONDARY": str(d / "secondary.tif"),
+                                            "REFERENCE_DEM": str(d / "source_dem.tif"),
+                                            "REFINED_REFERENCE_MODEL": str(d / "ref.json"),
+                                            "REFINED_SECONDARY_MODEL": str(d / "sec.json")})
     processing.run("sarstereo:matchpair", {"REFERENCE": str(d / "reference.tif"), "SECONDARY": str(d / "secondary.tif"),
+                                           "REFERENCE_MODEL": str(d / "ref.json"), "SECONDARY_MODEL": str(d / "sec.json"),
                                            "MATCHER": POC, "OUTPUT": str(d / "matches.tif")})
     processing.run("sarstereo:generateelevation", {"MATCHES": str(d / "matches.tif"), "OUTPUT": str(d / "dem.tif")})
     processing.run("sarstereo:evaluatedem", {"DEM": str(d / "dem.tif"), "REFERENCE_DEM": str(d / "source_dem.tif"),
@@ -61,23 +68,39 @@ def _run_model(tmp_path, chain, reference_dem=True):
     run = subprocess.run(["make", "-s", "process", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "Executed 2 algorithms" in run.stdout + run.stderr
+    assert "Executed 3 algorithms" in run.stdout + run.stderr
     return run
+
+
+def _same_dem(a_path, b_path, median_m, p99_m):
+    """The two DEMs share their grid and differ by at most these (median, 99th percentile) where both
+    have heights: refinement's least squares round differently in another process (1e-11 of a
+    correction), and a match window placed one pixel over follows from that now and then."""
+    a, b = (gdal.Open(str(p)) for p in (a_path, b_path))
+    (ga, gb), res = (a.GetGeoTransform(), b.GetGeoTransform()), a.GetGeoTransform()[1]
+    assert ga[1] == gb[1] and ga[5] == gb[5]  # one cell size; the grid may start a cell over
+    dc, dr = round((gb[0] - ga[0]) / res), round((ga[3] - gb[3]) / res)
+    a, b = a.ReadAsArray(), b.ReadAsArray()
+    a = a[max(dr, 0):, max(dc, 0):]
+    b = b[max(-dr, 0):, max(-dc, 0):]
+    rows, cols = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+    a, b = a[:rows, :cols], b[:rows, :cols]
+    both = np.isfinite(a) & np.isfinite(b)
+    assert both.sum() > 100000 and both.sum() > 0.97 * max(np.isfinite(a).sum(), np.isfinite(b).sum())
+    diff = np.abs(a - b)[both]
+    assert np.median(diff) <= median_m and np.percentile(diff, 99) <= p99_m, (np.median(diff), np.percentile(diff, 99))
 
 
 def test_shipped_model_through_qgis_process_gives_the_same_dem(chain, tmp_path):
     _run_model(tmp_path, chain)
-    one_by_one = gdal.Open(str(chain / "dem.tif")).ReadAsArray()
-    model = gdal.Open(str(tmp_path / "dem.tif")).ReadAsArray()
-    assert np.isfinite(model).sum() > 100000
-    np.testing.assert_array_equal(model, one_by_one)
-    assert json.loads((tmp_path / "report.json").read_text())["median_abs_error_m"] == \
-        json.loads((chain / "report.json").read_text())["median_abs_error_m"]
+    _same_dem(tmp_path / "dem.tif", chain / "dem.tif", 0.01, 1.0)
+    assert json.loads((tmp_path / "report.json").read_text())["median_abs_error_m"] == pytest.approx(
+        json.loads((chain / "report.json").read_text())["median_abs_error_m"], abs=0.05)
 
 
 def test_shipped_model_without_reference_dem(chain, tmp_path):
     run = _run_model(tmp_path, chain, reference_dem=False)
     assert "not correctly generated" not in run.stdout + run.stderr
-    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "dem.tif")).ReadAsArray(),
-                                  gdal.Open(str(chain / "dem.tif")).ReadAsArray())
+    # refined without absolute control, the models (and the DEM) differ from the chain's by a hair
+    _same_dem(tmp_path / "dem.tif", chain / "dem.tif", 0.5, 3.0)
     assert not (tmp_path / "error.tif").exists()

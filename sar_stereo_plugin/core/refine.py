@@ -275,8 +275,10 @@ class _Fit:
         or is known worse than :data:`ABSURD_PX` at all, the last of those in :data:`ORDER` (the rarer
         kind of error) is held."""
         which = list(which)
+        jac, z = self._scaled(x, which)
+        columns = dict(zip(which, jac.T))
         while which:
-            sd = self.standard_deviations(x, which)
+            sd = self._standard_deviations(np.stack([columns[k] for k in which], axis=1), z, x, which)
             value = np.abs(x[which])
             weak = np.flatnonzero(((sd > DETERMINED_PX) & (value < SIGNIFICANT * sd)) | (sd > ABSURD_PX))
             if not weak.size:
@@ -288,7 +290,9 @@ class _Fit:
         """Posterior standard deviations (pixels) of the parameters ``which`` at ``x``."""
         if not which:
             return np.zeros(0)
-        jac, z = self._scaled(x, which)
+        return self._standard_deviations(*self._scaled(x, which), x, which)
+
+    def _standard_deviations(self, jac, z, x, which):
         weights = self.weights(x)
         dof = max(int((weights > 0).sum()) - len(which), 1)
         sigma2 = max(float(np.sum(weights * z * z)) / dof, 1.0)

@@ -136,7 +136,7 @@ def look_angles(model, lon, lat, h):
     return float(heading), float(np.degrees(np.arccos(np.clip(los @ up, -1, 1))))
 
 
-def misclosure_px(ref, sec, r1, c1, r2, c2, iterations=4):
+def misclosure_px(ref, sec, r1, c1, r2, c2, iterations=2):
     """Signed misclosure of correspondences, in secondary lines: where the reference pixel's
     range/Doppler circle meets the secondary's range sphere at the matched column, the secondary
     sees that point at some row; this is that row minus the matched one (0 for an exact match and

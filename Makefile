@@ -31,7 +31,7 @@ SITE := $(abspath $(VENV))/lib/python3.11/site-packages
 QGIS_ENV := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(abspath $(PROFILE)) PYTHONPATH=$(SITE)
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 
-.PHONY: setup apt test stage package deploy process bench demo figure compare train-light gui-shots clean
+.PHONY: setup apt test stage package deploy process bench demo figure compare refine-cases train-light gui-shots clean
 
 setup: apt $(STAMP) sar_stereo_plugin/resources_rc.py
 
@@ -119,6 +119,10 @@ demo: stage
 # $(call demo_step,algorithm,PARAMS): run sarstereo:<algorithm> through qgis_process, log in build/demo.
 demo_step = $(MAKE) -s process ARGS="run sarstereo:$(1) -- $(2)" > $(DEMO)/$(1).log 2>&1 \
   || { cat $(DEMO)/$(1).log; exit 1; }
+
+# Sensor-model refinement on pairs with injected model errors; writes its table into docs/RESULTS.md.
+refine-cases: setup
+	$(VPY) scripts/refine_cases.py
 
 # POC against the light matcher on pairs it never saw in training: matching and elevation table.
 compare: setup

@@ -10,7 +10,7 @@ the scene's DEM resampled to 300 m as absolute control (and once without), and r
 * the DEM made from matches with the refined models (light matcher where installed, else POC)
   against the source DEM: median absolute error and coverage, beside the true models' DEM.
 
-Usage: .venv/bin/python scripts/refine_cases.py [--out build/refine-cases] [--pairs demo alpine]
+Usage: .venv/bin/python scripts/refine_cases.py [--out build/refine-cases] [--pairs demo alpine]   (`make refine-cases`)
 """
 
 import argparse
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 SHARED = Path(os.environ.get("SARSTEREO_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 # name -> per role: (azimuth lines, range samples, azimuth drift lines over the image, cross-track m)
@@ -140,6 +140,7 @@ def main():
     p.add_argument("--pairs", nargs="+", default=["demo", "alpine"])
     p.add_argument("--matcher", default="auto")
     p.add_argument("--no-dem", action="store_true", help="refine without absolute control")
+    p.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"), help="results page ('': none)")
     a = p.parse_args()
     from sar_stereo_plugin.core.matchers import create_matcher
     matcher = create_matcher(a.matcher)
@@ -149,7 +150,14 @@ def main():
         dem, flight = pairs()[label]
         rows += run_pair(label, dem, flight, out, matcher, not a.no_dem)
     (out / "refine_cases.json").write_text(json.dumps(rows, indent=1))
-    print(table(rows))
+    text = table(rows)
+    print(text)
+    if a.results:
+        from results_page import write_section
+        title = ("Sensor-model refinement on pairs with injected model errors (DEM at 300 m as control; image "
+                 "error: the largest distance, over the image, between where the refined and the true model put "
+                 "the ground)")
+        print(f"results page: {write_section('make refine-cases', title, text, a.results)}")
 
 
 if __name__ == "__main__":

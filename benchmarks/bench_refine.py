@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_light import PATHS  # noqa: E402
 
-from sar_stereo_plugin.core.corrections import Corrections  # noqa: E402
+from sar_stereo_plugin.core.corrections import misplaced  # noqa: E402
 from sar_stereo_plugin.core.products import read_sensor_model  # noqa: E402
 from sar_stereo_plugin.core.refine_pair import refine_pair  # noqa: E402
 
@@ -34,9 +34,7 @@ def _run(warmup):
             load_default_dem().write(source)
             subprocess.run(["gdalwarp", "-q", "-overwrite", "-t_srs", "EPSG:32616", "-tr", "300", "300", "-r",
                             "average", str(source), str(DEM300)], check=True)
-        sec = read_sensor_model(PATHS["secondary"])
-        _STATE["secondary"] = sec.with_corrections(Corrections(
-            sec.centre_time_s, (-6 * sec.line_interval_s, 0.0), (-3 * sec.sample_spacing_m, 0.0)))
+        _STATE["secondary"] = misplaced(read_sensor_model(PATHS["secondary"]), lines=6, samples=3)
         return None
     result = refine_pair(PATHS["reference"], PATHS["secondary"], secondary_model=_STATE["secondary"],
                          reference_dem=DEM300)

@@ -19,11 +19,9 @@ def main():
     p.add_argument("--lines", type=float, default=0.0)
     p.add_argument("--samples", type=float, default=0.0)
     a = p.parse_args()
-    from sar_stereo_plugin.core.corrections import Corrections
+    from sar_stereo_plugin.core.corrections import misplaced
     from sar_stereo_plugin.core.products import read_sensor_model
-    model = read_sensor_model(a.image)
-    wrong = model.with_corrections(Corrections(model.centre_time_s, (-a.lines * model.line_interval_s, 0.0),
-                                               (-a.samples * model.sample_spacing_m, 0.0)))
+    wrong = misplaced(read_sensor_model(a.image), a.lines, a.samples)
     Path(a.out).write_text(wrong.to_json(), encoding="utf-8")
     print(f"{a.out}: {a.lines:g} lines, {a.samples:g} samples off")
 

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
@@ -68,22 +67,8 @@ def simulate(folder, dem, flight):
 
 def inject(model, errors):
     """``model`` as metadata with the given errors would describe it (see CASES)."""
-    from sar_stereo_plugin.core.corrections import Corrections
-    if not errors:
-        return model
-    lines, samples, drift, cross = errors
-    half = 0.5 * (model.rows - 1) * model.line_interval_s
-    return model.with_corrections(Corrections(
-        model.centre_time_s, (-lines * model.line_interval_s, -drift * model.line_interval_s / half),
-        (-samples * model.sample_spacing_m, 0.0), (0.0, cross, 0.0)))
-
-
-def image_error(true, got, dem):
-    """Max distance (pixels) between where the two models put the DEM's ground in the image."""
-    rows, cols = np.meshgrid(np.linspace(0, true.rows - 1, 25), np.linspace(0, true.cols - 1, 25), indexing="ij")
-    lon, lat, h = true.rdr2geo(rows, cols, dem=dem)
-    a, b = np.stack(true.geo2rdr(lon, lat, h)), np.stack(got.geo2rdr(lon, lat, h))
-    return float(np.nanmax(np.hypot(*(a - b))))
+    from sar_stereo_plugin.core.corrections import misplaced
+    return misplaced(model, *errors) if errors else model
 
 
 def dem_accuracy(paths, folder, name, ref, sec, matcher):
@@ -100,6 +85,7 @@ def dem_accuracy(paths, folder, name, ref, sec, matcher):
 def run_pair(label, dem_path, flight, out, matcher, dem_control):
     from sar_stereo_plugin.core.dem import open_dem
     from sar_stereo_plugin.core.products import read_sensor_model
+    from sar_stereo_plugin.core.refine import disagreement_px
     from sar_stereo_plugin.core.refine_pair import refine_pair
     folder = out / label
     paths = simulate(folder, dem_path, flight)
@@ -114,7 +100,7 @@ def run_pair(label, dem_path, flight, out, matcher, dem_control):
         seconds = time.perf_counter() - start
         refined = (result.reference_model, result.secondary_model)
         row = {"pair": label, "case": case, "control": "DEM 300 m" if dem_control else "none",
-               "image_error_px": [image_error(t, r, source) for t, r in zip(true, refined)],
+               "image_error_px": [disagreement_px(t, r, source) for t, r in zip(true, refined)],
                "misclosure_after_px": result.misclosure_px["after"]["median_abs"],
                "unobservable": result.unobservable, "warnings": result.warnings, "seconds": seconds,
                "tie_points": result.tie_points_used}

@@ -9,7 +9,7 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsFeature, QgsField, QgsGe
                        QgsProcessingException, QgsProject, QgsVectorLayer)
 from qgis.PyQt.QtCore import QVariant
 
-from sar_stereo_plugin.core.corrections import Corrections
+from sar_stereo_plugin.core.corrections import misplaced
 from sar_stereo_plugin.core.products import read_sensor_model
 from sar_stereo_plugin.core.sensor import SensorModel
 
@@ -29,8 +29,7 @@ def pair(tmp_path_factory):
     subprocess.run(["gdalwarp", "-q", "-t_srs", "EPSG:32616", "-tr", "300", "300", "-r", "average", paths["source"],
                     paths["dem"]], check=True)
     sec = read_sensor_model(paths["secondary"])
-    biased = sec.with_corrections(Corrections(sec.centre_time_s, (-5 * sec.line_interval_s, 0.0),
-                                              (-2 * sec.sample_spacing_m, 0.0)))
+    biased = misplaced(sec, lines=5, samples=2)
     paths["biased"] = str(tmp / "biased.json")
     (tmp / "biased.json").write_text(biased.to_json())
     paths["tmp"] = tmp

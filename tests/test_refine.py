@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from sar_stereo_plugin.core.corrections import Corrections
+from sar_stereo_plugin.core.corrections import Corrections, misplaced
 from sar_stereo_plugin.core.errors import GeometryError, SensorModelError, SettingsError
 from sar_stereo_plugin.core.products import read_pair_models, read_sensor_model, write_image
-from sar_stereo_plugin.core.refine import RefineSettings
+from sar_stereo_plugin.core.refine import RefineSettings, disagreement_px
 from sar_stereo_plugin.core.refine_pair import refine_pair
 from sar_stereo_plugin.core.sensor import SensorModel
 from sar_stereo_plugin.core.stereo import misclosure_px
@@ -35,21 +35,6 @@ def pair(tmp_path_factory):
                     paths["dem"]], check=True)
     paths["tmp"] = tmp
     return paths
-
-
-def _biased(model, lines=0.0, samples=0.0, cross_m=0.0):
-    """``model`` as wrong metadata would describe it: it puts the ground ``lines`` later and ``samples``
-    farther than the image shows it."""
-    return model.with_corrections(Corrections(model.centre_time_s, (-lines * model.line_interval_s, 0.0),
-                                              (-samples * model.sample_spacing_m, 0.0), (0.0, cross_m, 0.0)))
-
-
-def _image_error(true, got, dem_path):
-    """Max distance (pixels) between where two models put the DEM's ground in the image."""
-    rows, cols = np.meshgrid(np.linspace(0, true.rows - 1, 15), np.linspace(0, true.cols - 1, 15), indexing="ij")
-    lon, lat, h = true.rdr2geo(rows, cols, dem=dem_path)
-    a, b = np.stack(true.geo2rdr(lon, lat, h)), np.stack(got.geo2rdr(lon, lat, h))
-    return float(np.nanmax(np.hypot(*(a - b))))
 
 
 # ---------------------------------------------------------------- the correction model
@@ -85,7 +70,7 @@ def test_misclosure_is_zero_for_true_matches_and_the_timing_error_otherwise(pair
     pick = slice(None, None, 97)
     args = (r1[pick].astype(float), c1[pick].astype(float), truth[0][r1, c1][pick], truth[1][r1, c1][pick])
     assert np.nanmax(np.abs(misclosure_px(ref, sec, *args))) < 1e-3
-    late = misclosure_px(ref, _biased(sec, lines=4.0), *args)
+    late = misclosure_px(ref, misplaced(sec, lines=4.0), *args)
     assert np.nanmedian(late) == pytest.approx(4.0, abs=0.02)
 
 
@@ -95,7 +80,7 @@ def test_with_a_dem_azimuth_and_range_errors_of_either_model_are_recovered(pair)
     the DEM at 300 m both models put the ground within 0.5 px of the truth, the secondary's range to
     a tenth of a pixel, each correction within three of its reported standard deviations."""
     true = [read_sensor_model(pair[k]) for k in ("reference", "secondary")]
-    models = [_biased(true[0], lines=12.0), _biased(true[1], lines=-30.0, samples=10.0)]
+    models = [misplaced(true[0], lines=12.0), misplaced(true[1], lines=-30.0, samples=10.0)]
     out = pair["tmp"] / "dem_control"
     out.mkdir()
     result = refine_pair(pair["reference"], pair["secondary"], reference_model=models[0], secondary_model=models[1],
@@ -103,7 +88,7 @@ def test_with_a_dem_azimuth_and_range_errors_of_either_model_are_recovered(pair)
                          refined_secondary_model=out / "sec.json", tie_points_output=out / "ties.gpkg",
                          report=out / "report.json")
     refined = [SensorModel.from_json(out / "ref.json"), SensorModel.from_json(out / "sec.json")]
-    errors = [_image_error(t, r, pair["source"]) for t, r in zip(true, refined)]
+    errors = [disagreement_px(t, r, pair["source"]) for t, r in zip(true, refined)]
     assert max(errors) <= 0.5, (errors, result.corrections, result.unobservable)
     found = result.corrections
     for role, name, injected in (("reference", "azimuth_offset", 12.0), ("secondary", "azimuth_offset", -30.0),
@@ -125,7 +110,7 @@ def test_with_a_dem_azimuth_and_range_errors_of_either_model_are_recovered(pair)
 
 def test_without_a_dem_azimuth_errors_go_and_range_errors_are_reported(pair):
     true = [read_sensor_model(pair[k]) for k in ("reference", "secondary")]
-    sec = _biased(true[1], lines=6.0, samples=3.0)
+    sec = misplaced(true[1], lines=6.0, samples=3.0)
     result = refine_pair(pair["reference"], pair["secondary"], secondary_model=sec)
     rows, cols = np.meshgrid(np.linspace(0, 639, 9), np.linspace(0, 639, 9), indexing="ij")
     lon, lat, h = true[0].rdr2geo(rows, cols, dem=pair["source"])

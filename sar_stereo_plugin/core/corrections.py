@@ -98,3 +98,14 @@ def _numbers(value, size, field, source):
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
         raise SensorModelError(located(source, field, f"expected {size} finite number(s), got {value!r}"))
     return tuple(float(v) for v in value)
+
+
+def misplaced(model, lines=0.0, samples=0.0, drift_lines=0.0, cross_track_m=0.0):
+    """``model`` as wrong metadata would describe it: it puts the ground ``lines`` later (plus
+    ``drift_lines`` more at the last line than at the middle, less at the first) and ``samples``
+    farther than the image shows it, with its trajectory ``cross_track_m`` off to the look side. For
+    mission planning and for testing refinement; :func:`.refine_pair.refine_pair` undoes it."""
+    half = max(0.5 * (model.rows - 1) * model.line_interval_s, model.line_interval_s)
+    return model.with_corrections(Corrections(
+        model.centre_time_s, (-lines * model.line_interval_s, -drift_lines * model.line_interval_s / half),
+        (-samples * model.sample_spacing_m, 0.0), (0.0, cross_track_m, 0.0)))

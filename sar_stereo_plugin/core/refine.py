@@ -456,6 +456,14 @@ def describe(solution):
     return out
 
 
+def disagreement_px(a, b, dem, grid=25):
+    """The largest distance (pixels of ``a``) between where two models of one image put the ground of
+    ``dem`` (path or Dem), over a ``grid`` x ``grid`` net of the image: how far apart they are."""
+    rows, cols = np.meshgrid(np.linspace(0, a.rows - 1, grid), np.linspace(0, a.cols - 1, grid), indexing="ij")
+    lon, lat, h = a.rdr2geo(rows, cols, dem=dem)
+    return float(np.nanmax(np.hypot(*(np.stack(a.geo2rdr(lon, lat, h)) - np.stack(b.geo2rdr(lon, lat, h))))))
+
+
 def summary(values, used=None):
     """{median_abs, rms, median, nmad, count} of finite (and used) values."""
     v = np.asarray(values, np.float64)

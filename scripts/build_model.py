@@ -29,6 +29,7 @@ TARGET = ROOT / "sar_stereo_plugin" / "processing" / "models" / "radargrammetry.
 OUTPUTS = {"match": {"OUTPUT": ("Matches", "Matches")},
            "elevation": {"OUTPUT": ("DEM", "DEM"), "COUNT_OUTPUT": ("Count", "Points per cell"),
                          "UNCERTAINTY_OUTPUT": ("Uncertainty", "Height uncertainty"),
+                         "QUALITY_OUTPUT": ("Quality", "DEM quality"),
                          "ERROR_OUTPUT": ("Error", "Error map (only with a reference DEM)"),
                          "REPORT": ("Report", "Accuracy report (JSON; only with a reference DEM)")}}
 
@@ -40,7 +41,8 @@ def build():
     model = QgsProcessingModelAlgorithm("SAR radargrammetry (match → elevation)", GROUPS["workflows"], "workflows")
     model.setHelpContent({"ALG_DESC": "Matches a SAR stereo pair patch-wise in slant range and triangulates the "
                                       "matches into a DEM (heights above the WGS84 ellipsoid), with its points per "
-                                      "cell and height uncertainty. Give a reference DEM to also get the error map "
+                                      "cell, height uncertainty and quality (measured, filled, rejected as "
+                                      "inconsistent, layover, shadow). Give a reference DEM to also get the error map "
                                       "and the accuracy report; without one (the usual case) they are not made. "
                                       "Right-click the model in the Toolbox and choose Edit Model… to open a copy "
                                       "in the Model Designer."})

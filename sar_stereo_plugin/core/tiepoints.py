@@ -128,7 +128,8 @@ def match_settings(settings, height, matcher, model):
     size = min(settings.patch_size or matcher.patch_size, model.rows, model.cols)
     overlap = min(matcher.overlap if settings.overlap is None else settings.overlap, size // 2)
     return MatchSettings(patch_size=size, overlap=overlap, height_prior=height,
-                         height_uncertainty_m=settings.height_uncertainty_m, epipolar_band_px=None)
+                         height_uncertainty_m=settings.height_uncertainty_m, epipolar_band_px=None,
+                         consistency_px=0.0)  # the solver rejects inconsistent tie points itself
 
 
 # ---------------------------------------------------------------- helpers

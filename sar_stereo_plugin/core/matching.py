@@ -21,7 +21,10 @@ the models swapped), and a match is kept only where the way back returns within
 ``consistency_px`` reference pixels of where it started (:func:`round_trip_px`). A match held to
 the epipolar line passes the triangulation's misclosure test whatever its height; a wrong one
 rarely comes back. The round-trip error is the match raster's fourth band. :func:`check_patches`
-does all of it for a batch of answers, for any matcher.
+does all of it for a batch of answers, for any matcher; a matcher that fuses several answers per
+patch can check each of them the same way, given the pair's :class:`PatchPlan` (:func:`plan_pair`):
+``reverse_pair(plan, pair, answer)``, the way back matched by any matcher, then
+``round_trip_px(pair, answer, back, back_answer)``.
 """
 
 import json
@@ -115,7 +118,6 @@ class MatchResult:
     patch_size: int  # the patch geometry used (the matcher's own unless the settings gave one)
     overlap: int
     rejected_fraction: float = 0.0  # answered, but rejected by the forward-backward check
-
 
     def to_dict(self):
         return asdict(self)

@@ -278,6 +278,7 @@ class LightMatcher(Matcher):
     # layover and on ground the secondary does not see (module doc), which the epipolar band keeps on the
     # line, where the misclosure test cannot see them; chosen with consistency_px on validation pairs
     certainty_threshold = 0.5
+    chance_certainty = 0.05  # the answers in pure noise lie below
     consistency_px = 5.0
     OPTIONS = ("weights", "weights_dir", "device", "batch_size", "max_side", "flips", "model")
 

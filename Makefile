@@ -111,7 +111,7 @@ demo: stage
 	@$(call demo_step,evaluatematches,MATCHES=$(D)/matches.tif GROUND_TRUTH=$(D)/ground_truth.tif \
 	  REPORT=$(D)/match_report.json)
 	@$(call demo_step,generateelevation,MATCHES=$(D)/matches.tif OUTPUT=$(D)/dem.tif \
-	  COUNT_OUTPUT=$(D)/count.tif UNCERTAINTY_OUTPUT=$(D)/uncertainty.tif)
+	  COUNT_OUTPUT=$(D)/count.tif UNCERTAINTY_OUTPUT=$(D)/uncertainty.tif QUALITY_OUTPUT=$(D)/quality.tif)
 	@$(call demo_step,evaluatedem,DEM=$(D)/dem.tif REFERENCE_DEM=$(D)/source_dem.tif \
 	  ERROR_OUTPUT=$(D)/error.tif REPORT=$(D)/dem_report.json)
 	@$(VPY) scripts/demo_summary.py $(D)
@@ -124,7 +124,8 @@ demo_step = $(MAKE) -s process ARGS="run sarstereo:$(1) -- $(2)" > $(DEMO)/$(1).
 refine-cases: setup
 	$(VPY) scripts/refine_cases.py
 
-# POC against the light matcher on pairs it never saw in training: matching and elevation table.
+# POC against the light matcher, with and without the blunder checks, on the test pairs (never seen in training)
+# and the validation pairs (where the defaults were chosen): matching and elevation table, with the ceiling.
 compare: setup
 	$(VPY) scripts/compare_matchers.py
 

@@ -5,11 +5,13 @@ The demo pair (embedded Jacksboro DEM, default flight design, 2047 x 613 pixels)
 height prior, shipped weights, torch's default threads) and POC (512/64 patches), each in its own
 process, so the peak memory is its own (the pair is simulated once into build/bench-data by yet
 another). The note gives the shares within 3 and 10 px of the simulator's truth: speed is never
-read apart from accuracy. Target: a minute for the pair on a laptop CPU.
+read apart from accuracy. Target: a minute for the pair on a laptop CPU. These two match without the
+forward-backward check, as before it existed; the last two cases time the check against no check.
 """
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,15 +44,40 @@ def _case(name):
             return None
         out = DATA / f"demo_matches_{name}.tif"
         result = match_pair(PATHS["reference"], PATHS["secondary"], out, _STATE["matcher"],
-                            MatchSettings(height_uncertainty_m=300.0))
+                            MatchSettings(height_uncertainty_m=300.0, consistency_px=0.0))
         acc = evaluate_matches(out, PATHS["truth"])["accuracy_at_px"]
         return f"{result.patches} patches, {acc['3']:.3f} within 3 px, {acc['10']:.3f} within 10 px"
+    return run
+
+
+def _check_case(name):
+    """The same pair matched without and with the forward-backward check, one after the other in the
+    same process (the warm-up has matched it once already): the note gives both times and their ratio,
+    whose target is 2.1 (one more matching pass and the check)."""
+    def run(warmup):
+        if warmup:
+            _case(name)(warmup=True)
+            match_pair(PATHS["reference"], PATHS["secondary"], DATA / f"demo_checked_{name}.tif", _STATE["matcher"],
+                       MatchSettings(height_uncertainty_m=300.0, consistency_px=0.0))
+            return None
+        seconds = {}
+        for label, px in (("off", 0.0), ("on", None)):  # None: the matcher's own tolerance
+            start = time.perf_counter()
+            result = match_pair(PATHS["reference"], PATHS["secondary"], DATA / f"demo_checked_{name}.tif",
+                                _STATE["matcher"], MatchSettings(height_uncertainty_m=300.0, consistency_px=px))
+            seconds[label] = time.perf_counter() - start
+        ratio = seconds["on"] / seconds["off"]
+        return (f"without the check {seconds['off']:.1f} s, with it {seconds['on']:.1f} s: {ratio:.2f}x "
+                f"({'within' if ratio <= 2.1 else 'beyond'} the 2.1x target); {result.rejected_fraction:.3f} of "
+                "the pixels rejected")
     return run
 
 
 def cases():
     yield "match_pair light, demo pair 2047x613", 60.0, _case("light")
     yield "match_pair POC, demo pair 2047x613", 60.0, _case("poc")
+    yield "match_pair light, demo pair, forward-backward check off then on", 180.0, _check_case("light")
+    yield "match_pair POC, demo pair, forward-backward check off then on", 120.0, _check_case("poc")
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--make-pair"]:

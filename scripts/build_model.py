@@ -33,6 +33,7 @@ OUTPUTS = {"refine": {"TIE_POINTS": ("TiePoints", "Tie points"),
            "match": {"OUTPUT": ("Matches", "Matches")},
            "elevation": {"OUTPUT": ("DEM", "DEM"), "COUNT_OUTPUT": ("Count", "Points per cell"),
                          "UNCERTAINTY_OUTPUT": ("Uncertainty", "Height uncertainty"),
+                         "QUALITY_OUTPUT": ("Quality", "DEM quality"),
                          "ERROR_OUTPUT": ("Error", "Error map (only with a reference DEM)"),
                          "REPORT": ("Report", "Accuracy report (JSON; only with a reference DEM)")}}
 
@@ -46,7 +47,8 @@ def build():
     model.setHelpContent({"ALG_DESC": "Refines the sensor models of a SAR stereo pair from the images, matches the "
                                       "pair patch-wise in slant range with the refined models and triangulates the "
                                       "matches into a DEM (heights above the WGS84 ellipsoid), with its points per "
-                                      "cell and height uncertainty. A reference DEM (SRTM, Copernicus DEM, ...) is "
+                                      "cell, height uncertainty and quality (measured, filled, rejected as "
+                                      "inconsistent, layover, shadow). A reference DEM (SRTM, Copernicus DEM, ...) is "
                                       "refinement's absolute control and the DEM's evaluation: the error map and the "
                                       "accuracy report; without one (the usual case) they are not made. "
                                       "Right-click the model in the Toolbox and choose Edit Model… to open a copy "

@@ -1,7 +1,8 @@
 """Compare matchers as the method's paper does, on pairs the light matcher never saw in training.
 
 Usage: .venv/bin/python scripts/compare_matchers.py [--matchers poc light] [--out build/compare]
-       [--scenes test|validation] [--band PX] [--threshold C] [--results docs/RESULTS.md]   (`make compare`)
+       [--scenes test|validation|all] [--steps both|new|old] [--band PX] [--threshold C]
+       [--results docs/RESULTS.md]   (`make compare`)
 
 Scenes: the `make demo` pair (embedded Jacksboro DEM, default flight design) and a pair over the South
 Glacier DEM (Yukon, 20 m, UTM), which `scripts/train_light.py` withholds from training. For each
@@ -10,14 +11,23 @@ geometry (what a user gets by default; ``--patch-size``/``--overlap`` impose one
 accuracy at 1/3/5/10 px and coverage against the simulator's ground truth
 (`core.evaluate.evaluate_matches`), then the DEM made from the matches
 (`core.elevation.generate_elevation`) against the DEM the pair was simulated from
-(`core.evaluate.evaluate_dem`): share of cells within 1/2/5/10/20 m, median absolute error, RMSE
-and coverage. Prints a Markdown table, writes it with every figure to <out>/compare.json, and puts it
-in its own dated section of the results page (``--results``; an empty value leaves the page alone).
+(`core.evaluate.evaluate_dem`): share of cells within 1/2/5/10/20 m, median absolute error, NMAD,
+RMSE, LE90, their ratios to the NMAD (a blunder-free DEM has RMSE ~ NMAD, LE90 ~ 1.65 NMAD), the
+blunder share (cells more than 3 NMAD from the median error) and coverage, also as a share of the
+**ceiling**: the coverage the simulator's perfect matches reach (its ground truth through the same
+elevation step). Each matcher twice (``--steps both``): with every default of today ("new": the
+forward-backward check, the certainty-weighted median, the neighbourhood test) and without the
+steps issue 16 added ("old": no check, the plain median, no neighbourhood test, the certainty
+thresholds the matchers had before it, light 0.05, POC 0). Prints a Markdown table, writes it with every
+figure to <out>/compare.json, and puts it in its own dated section of the results page
+(``--results``; an empty value leaves the page alone).
 
 ``--scenes validation``: two pairs with fresh flights over training DEMs (Swiss Alps, Hintereisferner),
-on which the light matcher's defaults (epipolar band, certainty threshold) were chosen, so the test
-pairs above stay unseen by that choice too. ``--band``: the epipolar band (pixels, 0: none).
-``--threshold``: the certainty threshold of the DEM step for every matcher (default: each matcher's own).
+on which the light matcher's defaults (epipolar band, certainty threshold), the matchers' round-trip
+tolerances and the elevation step's outlier test were chosen, so the test pairs above stay unseen by
+that choice too; ``test``: the test pairs alone; ``all`` (the default): both.
+``--band``: the epipolar band (pixels, 0: none). ``--threshold``: the certainty threshold of the DEM
+step for every matcher (default: each matcher's own).
 """
 
 import argparse
@@ -34,9 +44,14 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("SARSTEREO_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+BEFORE_THRESHOLD = {"light": 0.05, "poc": 0.0, "roma": 0.0}  # the matchers' certainty thresholds before issue 16
+
+
 def scenes(which):
     from sar_stereo_plugin.core.flight import FlightDesign
     common = dict(pixel_spacing_m=7.5, altitude_m=12000.0, rows=768, cols=768)
+    if which == "all":
+        return {**scenes("test"), **scenes("validation")}
     if which == "validation":
         return {"Swiss Alps (validation)": (SHARED / "dem" / "swiss_alps_46m.tif", FlightDesign(
                     heading_deg=60.0, reference_incidence_deg=30.0, secondary_incidence_deg=48.0, **common)),
@@ -60,36 +75,61 @@ def simulate(folder, dem, flight, seed):
     return paths
 
 
-def evaluate(paths, folder, name, settings, threshold=None):
+def evaluate(paths, folder, name, settings, threshold=None, steps="new"):
+    """Match with one matcher and make and evaluate its DEM, with the steps of issue 16 ("new") or
+    without them ("old")."""
     from sar_stereo_plugin.core.elevation import ElevationSettings, generate_elevation
     from sar_stereo_plugin.core.evaluate import evaluate_dem, evaluate_matches
     from sar_stereo_plugin.core.matchers import create_matcher
     from sar_stereo_plugin.core.matching import match_pair
-    matches, dem = folder / f"matches_{name}.tif", folder / f"dem_{name}.tif"
+    matches, dem = folder / f"matches_{name}_{steps}.tif", folder / f"dem_{name}_{steps}.tif"
     matcher = create_matcher(name)
+    elevation = ElevationSettings(certainty_threshold=threshold)
+    if steps == "old":
+        settings = replace(settings, consistency_px=0.0)
+        before = BEFORE_THRESHOLD[name] if threshold is None else threshold
+        elevation = ElevationSettings(certainty_threshold=before, outlier_k=0.0, weighted_median=False)
     start = time.perf_counter()
     done = match_pair(paths["reference"], paths["secondary"], matches, matcher, settings)
     seconds = time.perf_counter() - start
     matching = evaluate_matches(matches, paths["truth"])
-    generate_elevation(matches, dem, ElevationSettings(certainty_threshold=threshold))
-    elevation = evaluate_dem(dem, paths["source_dem"], report=folder / f"dem_{name}.json")
-    return {"matching": matching, "elevation": elevation, "matching_seconds": seconds,
-            "patches": f"{done.patch_size}/{done.overlap}", "matcher": matcher.describe()}
+    made = generate_elevation(matches, dem, elevation)
+    evaluated = evaluate_dem(dem, paths["source_dem"], report=folder / f"dem_{name}_{steps}.json")
+    return {"matching": matching, "elevation": evaluated, "matching_seconds": seconds, "steps": steps,
+            "patches": f"{done.patch_size}/{done.overlap}", "matcher": matcher.describe(),
+            "rejected": made.rejected, "quality": made.quality}
 
 
-def table(results):
-    head = ("| scene | matcher | patch/overlap | acc 1 px | 3 px | 5 px | 10 px | match coverage | DEM within 1 m "
-            "| 2 m | 5 m | 10 m | 20 m | median abs error | RMSE | DEM coverage | matching time |")
+def ceiling(paths, folder):
+    """The DEM the simulator's perfect matches give (its ground truth through the elevation step)."""
+    from sar_stereo_plugin.core.elevation import generate_elevation
+    from sar_stereo_plugin.core.evaluate import evaluate_dem
+    generate_elevation(paths["truth"], folder / "dem_perfect.tif")
+    return evaluate_dem(folder / "dem_perfect.tif", paths["source_dem"])
+
+
+def table(results, ceilings):
+    head = ("| scene | matcher | steps | acc 1 px | 3 px | match coverage | DEM within 1 m | 2 m | 5 m | 10 m | 20 m "
+            "| median abs error | NMAD | RMSE | LE90 | RMSE/NMAD | LE90/NMAD | blunder share | DEM coverage "
+            "| coverage / ceiling | matching time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for scene, by_matcher in results.items():
-        for name, r in by_matcher.items():
+        top = ceilings[scene]
+        lines.append(f"| {scene} | perfect matches (ceiling) | | | | | "
+                     + " | ".join(f"{top['fraction_within_m'][t]:.3f}" for t in "1 2 5 10 20".split())
+                     + f" | {top['median_abs_error_m']:.2f} m | {top['nmad_m']:.2f} m | {top['rmse_m']:.2f} m "
+                     + f"| {top['le90_m']:.2f} m | | | {top['blunder_share']:.4f} | {top['coverage']:.3f} | 1 | |")
+        for label, r in by_matcher.items():
             m, e = r["matching"], r["elevation"]
-            lines.append(f"| {scene} | {name} | {r['patches']} | "
-                         + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3 5 10".split())
+            name, steps = label.rsplit(" ", 1)
+            lines.append(f"| {scene} | {name} | {steps} | "
+                         + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3".split())
                          + f" | {m['coverage']:.3f} | "
                          + " | ".join(f"{e['fraction_within_m'][t]:.3f}" for t in "1 2 5 10 20".split())
-                         + f" | {e['median_abs_error_m']:.2f} m | {e['rmse_m']:.1f} m | {e['coverage']:.3f}"
-                         + f" | {r['matching_seconds']:.0f} s |")
+                         + f" | {e['median_abs_error_m']:.2f} m | {e['nmad_m']:.2f} m | {e['rmse_m']:.1f} m "
+                         + f"| {e['le90_m']:.1f} m | {e['rmse_m'] / e['nmad_m']:.2f} | {e['le90_m'] / e['nmad_m']:.2f} "
+                         + f"| {e['blunder_share']:.4f} | {e['coverage']:.3f} | {e['coverage'] / top['coverage']:.2f} "
+                         + f"| {r['matching_seconds']:.0f} s |")
     return "\n".join(lines)
 
 
@@ -99,7 +139,9 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "compare")
     parser.add_argument("--patch-size", type=int, help="for every matcher (default: each matcher's own)")
     parser.add_argument("--overlap", type=int, help="for every matcher (default: each matcher's own)")
-    parser.add_argument("--scenes", choices=("test", "validation"), default="test")
+    parser.add_argument("--scenes", choices=("test", "validation", "all"), default="all")
+    parser.add_argument("--steps", choices=("both", "new", "old"), default="both",
+                        help="with the steps of issue 16, without them, or both (one row each)")
     parser.add_argument("--band", type=float, help="epipolar band, pixels (0: none; default: MatchSettings')")
     parser.add_argument("--threshold", type=float, help="certainty threshold of the DEM step (default: the matcher's)")
     parser.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"),
@@ -109,14 +151,19 @@ def main():
     settings = MatchSettings(patch_size=args.patch_size, overlap=args.overlap, height_uncertainty_m=300.0)
     if args.band is not None:
         settings = replace(settings, epipolar_band_px=args.band or None)
-    results = {}
+    results, ceilings = {}, {}
+    validation = scenes("validation")
+    steps = ("old", "new") if args.steps == "both" else (args.steps,)
     for scene, (dem, flight) in scenes(args.scenes).items():
         folder = args.out / scene.split()[0].lower()
-        paths = simulate(folder, dem, flight, seed=4242 if args.scenes == "validation" else 0)
-        results[scene] = {name: evaluate(paths, folder, name, settings, args.threshold) for name in args.matchers}
-    text = table(results)
+        paths = simulate(folder, dem, flight, seed=4242 if scene in validation else 0)
+        ceilings[scene] = ceiling(paths, folder)
+        results[scene] = {f"{name} {step}": evaluate(paths, folder, name, settings, args.threshold, step)
+                          for name in args.matchers for step in steps}
+    text = table(results, ceilings)
     print(text)
-    (args.out / "compare.json").write_text(json.dumps({"table": text, "results": results}, indent=2, default=str))
+    (args.out / "compare.json").write_text(json.dumps({"table": text, "results": results, "ceilings": ceilings},
+                                                      indent=2, default=str))
     print(f"figures: {args.out / 'compare.json'}")
     if args.results:
         from results_page import write_section
@@ -125,19 +172,20 @@ def main():
 
 def command(args):
     """The command line that regenerates this table: ``make compare``, or the script with its options."""
-    defaults = {"matchers": ["poc", "light"], "patch_size": None, "overlap": None, "scenes": "test", "band": None,
-                "threshold": None}
+    defaults = {"matchers": ["poc", "light"], "patch_size": None, "overlap": None, "scenes": "all", "steps": "both",
+                "band": None, "threshold": None}
     options = []
     for key, default in defaults.items():
-        value = getattr(args, key)
+        value = getattr(args, key, default)
         if value != default:
             options += [f"--{key.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
     return ".venv/bin/python scripts/compare_matchers.py " + shlex.join(options) if options else "make compare"
 
 
 def title(args):
-    what = "validation pairs (fresh flights over training DEMs)" if args.scenes == "validation" else \
-        "pairs the light matcher never saw in training"
+    what = {"validation": "validation pairs (fresh flights over training DEMs)",
+            "all": "the test pairs and the validation pairs"}.get(args.scenes,
+                                                                  "pairs the light matcher never saw in training")
     names = " and ".join(m.upper() if m == "poc" else m for m in args.matchers)
     return f"Matching and DEM accuracy, {names}, on {what}"
 

@@ -23,13 +23,14 @@ a = match["accuracy_at_px"]
 print(f"matching ({matcher}): accuracy at 1/3/5/10 px {a['1']:.3f} / {a['3']:.3f} / {a['5']:.3f} / {a['10']:.3f}, "
       f"coverage {match['coverage']:.3f}")
 print("DEM against the source DEM:")
-print("  | median abs error | NMAD | RMSE | LE90 | coverage | within 1 m | 2 m | 5 m | 10 m | 20 m |")
+print("  | median abs error | NMAD | RMSE | LE90 | blunder share | coverage | within 1 m | 2 m | 5 m | 10 m | 20 m |")
 f = dem["fraction_within_m"]
 print(f"  | {dem['median_abs_error_m']:.2f} m | {dem['nmad_m']:.2f} m | {dem['rmse_m']:.2f} m | {dem['le90_m']:.2f} m "
-      f"| {dem['coverage']:.3f} | " + " | ".join(f"{f[t]:.3f}" for t in ("1", "2", "5", "10", "20")) + " |")
+      f"| {dem['blunder_share']:.4f} | {dem['coverage']:.3f} | "
+      + " | ".join(f"{f[t]:.3f}" for t in ("1", "2", "5", "10", "20")) + " |")
 print(f"outputs in {demo}:")
 for name in ("reference.tif", "secondary.tif", "ground_truth.tif", "source_dem.tif", "matches.tif", "dem.tif",
-             "count.tif", "uncertainty.tif", "error.tif", "dem_report.json", "dem_report.html", "dem_report.png",
-             "match_report.json", "report.json", "footprints.gpkg", "secondary_biased.sensor.json",
+             "count.tif", "uncertainty.tif", "quality.tif", "error.tif", "dem_report.json", "dem_report.html",
+             "dem_report.png", "match_report.json", "report.json", "footprints.gpkg", "secondary_biased.sensor.json",
              "reference_refined.sensor.json", "secondary_refined.sensor.json", "tie_points.gpkg", "refine_report.html"):
     print(f"  {demo / name}")

@@ -115,6 +115,7 @@ ALLOWED = {
     "coregistration": set(),
     "flight": {"ellipsoid", "errors", "sensor"},
     "facets": {"ellipsoid", "errors"},
+    "fusion": set(),
     "products": {"atomic", "ellipsoid", "errors", "progress", "raster", "sensor", "sicd_doc", "sicd_model"},
     # stages
     "terrain": {"dem", "facets", "pixels"},
@@ -125,7 +126,8 @@ ALLOWED = {
     "matching": {"dem", "errors", "matchers", "pixels", "products", "progress", "raster", "stereo"},
     "report": {"atomic"},
     "evaluate": {"coregistration", "errors", "pixels", "products", "raster", "report"},
-    "elevation": {"atomic", "errors", "evaluate", "products", "progress", "raster", "stereo"},
+    "elevation": {"atomic", "dem", "errors", "evaluate", "fusion", "products", "progress", "raster", "stereo",
+                  "terrain"},
     "tiepoints": {"corrections", "errors", "matching", "raster", "stereo"},
     "refine": {"corrections", "errors", "ellipsoid", "stereo"},
     "refine_report": set(),

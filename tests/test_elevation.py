@@ -201,6 +201,104 @@ def test_dem_statistics_figures():
     assert stats["nmad_m"] == pytest.approx(1.4826 * np.median(np.abs(e - 2.0)))
     assert stats["le90_m"] == pytest.approx(np.percentile(np.abs(e), 90))
     assert stats["fraction_within_m"] == {"1": 2 / 6, "2": 3 / 6, "5": 4 / 6, "10": 5 / 6, "20": 5 / 6}
+    # blunders: further than 3 NMAD (3 x 1.4826 x 1.5 = 6.67 m) from the median error (2 m): only the 30 m
+    assert stats["blunder_share"] == pytest.approx(1 / 6)
+
+
+def test_certainty_weighted_median_per_cell():
+    """Each cell's height is the median of its points weighted by certainty; equal weights give
+    the plain median (the mean of the middle two for an even count)."""
+    cell = np.array([0, 0, 0, 1, 1, 1, 1, 2])
+    h = np.array([10.0, 50.0, 11.0, 1.0, 2.0, 3.0, 4.0, 7.0])
+    plain = grid_points(cell, h, np.zeros(8), 3)[0]
+    assert list(plain) == [11.0, 2.5, 7.0]
+    assert list(grid_points(cell, h, np.zeros(8), 3, np.ones(8))[0]) == [11.0, 2.5, 7.0]
+    # one confident point outweighs two doubtful ones; in cell 1 the weights put the median on 4
+    weights = np.array([0.1, 0.9, 0.1, 0.05, 0.05, 0.05, 0.9, 1.0])
+    assert list(grid_points(cell, h, np.zeros(8), 3, weights)[0]) == [50.0, 4.0, 7.0]
+    rng = np.random.default_rng(1)
+    cell, h, w = rng.integers(0, 50, 5000), rng.normal(size=5000), rng.uniform(0.05, 1.0, 5000)
+    fused = grid_points(cell, h, np.zeros(5000), 50, w)[0]
+    for c in range(0, 50, 7):  # against the definition: the first height where half the weight is reached
+        order = np.argsort(h[cell == c])
+        hs, ws = h[cell == c][order], w[cell == c][order]
+        assert fused[c] == pytest.approx(hs[np.searchsorted(np.cumsum(ws), 0.5 * ws.sum())], abs=1e-6)
+
+
+def test_points_off_their_neighbourhood_are_found():
+    """On a tilted plane with 1 m noise, a 40 m spike and a 3 x 3 cluster of cells 60 m off are
+    flagged; the plane's own points are not, however steep (the plane's relief is not an outlier)."""
+    from sar_stereo_plugin.core.fusion import disagreeing, window_plane
+    rng = np.random.default_rng(2)
+    rows, cols, res = 30, 40, 10.0
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    plane = 1000.0 + 8.0 * cc - 3.0 * rr  # 0.8 and 0.3 m per metre
+    cell = np.repeat(np.arange(rows * cols), 4)
+    h = plane.ravel()[cell] + rng.normal(0.0, 1.0, cell.size)
+    wrong = np.zeros(cell.size, bool)
+    wrong[cell == 5 * cols + 5] = True  # a whole cell 40 m off
+    cluster = ((rr >= 15) & (rr < 18) & (cc >= 20) & (cc < 23)).ravel()[cell]
+    h = np.where(wrong, h + 40.0, np.where(cluster, h - 60.0, h))
+    heights = grid_points(cell, h, np.zeros(cell.size), rows * cols)[0]
+    fitted, spread = window_plane(np.asarray(heights, np.float64).reshape(rows, cols), res, 2)
+    assert np.nanmedian(np.abs(fitted - plane)[3:-3, 3:-3]) < 1.0  # the robust plane follows the tilt
+    assert np.nanmedian(spread[3:-3, 3:-3]) < 2.0  # roughness about it, not the 400 m of relief
+    flagged = disagreeing(cell, h, np.asarray(heights, np.float64), (rows, cols), res, 4.0)
+    assert flagged[wrong].all() and flagged[cluster].all()
+    assert flagged[~wrong & ~cluster].mean() < 0.01
+
+
+@pytest.fixture(scope="module")
+def steep_pair(tmp_path_factory, shared_data):
+    """A 256 x 256 pair over the Swiss Alps at 30/48 degrees: layover and shadow aplenty."""
+    from sar_stereo_plugin.core.flight import FlightDesign
+    from sar_stereo_plugin.core.simulate import simulate_pair
+    tmp = tmp_path_factory.mktemp("steep_pair")
+    paths = {"dem": str(shared_data / "dem" / "swiss_alps_46m.tif"), "reference": str(tmp / "ref.tif"),
+             "secondary": str(tmp / "sec.tif"), "ground_truth": str(tmp / "gt.tif")}
+    simulate_pair(paths["dem"], FlightDesign(heading_deg=60.0, reference_incidence_deg=30.0,
+                                             secondary_incidence_deg=48.0, pixel_spacing_m=7.5, altitude_m=12000.0,
+                                             rows=256, cols=256), seed=5, reference_output=paths["reference"],
+                  secondary_output=paths["secondary"], ground_truth_output=paths["ground_truth"])
+    return paths
+
+
+def test_quality_classes_and_layover_masks(steep_pair, tmp_path):
+    """POC matches over a steep pair, with the source DEM as prior DEM: matches in layover or shadow
+    (known from the sensor models and that DEM) are dropped and counted, and the quality layer's
+    classes are the ones named in fusion.QUALITY, counted in the result."""
+    from sar_stereo_plugin.core.fusion import LAYOVER, MEASURED, QUALITY, SHADOW
+    from sar_stereo_plugin.core.matchers.poc import PocMatcher
+    from sar_stereo_plugin.core.matching import MatchSettings, match_pair
+    from sar_stereo_plugin.core.products import read_pair_models
+    from sar_stereo_plugin.core.terrain import terrain_masks
+    paths = steep_pair
+    matches = tmp_path / "matches.tif"
+    match_pair(paths["reference"], paths["secondary"], matches, PocMatcher(),
+               MatchSettings(128, 32, height_uncertainty_m=600.0, consistency_px=0.0))
+    with_prior = generate_elevation(matches, tmp_path / "dem.tif", quality_output=tmp_path / "q.tif",
+                                    count_output=tmp_path / "c.tif", prior_dem=paths["dem"])
+    without = generate_elevation(matches, tmp_path / "dem0.tif")
+    ref, sec = read_pair_models(matches)
+    masks = terrain_masks(ref, paths["dem"]), terrain_masks(sec, paths["dem"])
+    bands = gdal.Open(str(matches)).ReadAsArray()
+    rows, cols = np.nonzero(np.isfinite(bands[0]) & (bands[2] >= PocMatcher.certainty_threshold))
+    (lay_1, sha_1), (lay_2, sha_2) = masks[0].at(rows, cols), masks[1].at(bands[0][rows, cols],
+                                                                          bands[1][rows, cols])
+    assert with_prior.rejected["layover"] == int((lay_1 | lay_2).sum()) > 0
+    assert with_prior.rejected["shadow"] == int(((sha_1 | sha_2) & ~(lay_1 | lay_2)).sum())
+    assert with_prior.prior_dem == paths["dem"] and without.prior_dem is None
+    assert without.rejected["layover"] == without.rejected["shadow"] == 0
+    quality, count = (gdal.Open(str(tmp_path / name)).ReadAsArray() for name in ("q.tif", "c.tif"))
+    assert ((quality == MEASURED) == (count > 0)).all()
+    assert set(np.unique(quality)) <= set(QUALITY) and {LAYOVER, SHADOW} & set(np.unique(quality))
+    assert with_prior.quality == {name: int((quality == value).sum()) for value, name in QUALITY.items()}
+    # against the simulator: the masks hold its layover and shadow pixels, and few of the valid ones
+    truth = gdal.Open(paths["ground_truth"]).ReadAsArray()
+    rr, cc = np.mgrid[0:256, 0:256]
+    layover, shadow = masks[0].at(rr, cc)
+    assert layover[truth[4] == 1].mean() > 0.95 and shadow[truth[5] == 1].mean() > 0.9
+    assert (layover | shadow)[truth[2] == 1].mean() < 0.01
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -241,7 +339,7 @@ def test_cancel_writes_nothing(oetztal_truth, tmp_path):
 
 def test_certainty_threshold_defaults_to_the_matchers_own(alpine_pair, oracle, tmp_path):
     """A matcher's certainty_threshold travels in its match raster and is the elevation step's
-    default (the light matcher's is 0.05); a given threshold wins; a ground truth records none (0)."""
+    default (the light matcher's is 0.5); a given threshold wins; a ground truth records none (0)."""
     from sar_stereo_plugin.core.matchers.light import LightMatcher
     from sar_stereo_plugin.core.matching import MatchSettings, match_pair
     paths, _ = alpine_pair
@@ -249,7 +347,7 @@ def test_certainty_threshold_defaults_to_the_matchers_own(alpine_pair, oracle, t
     matcher.certainty_threshold = 0.5
     matches = tmp_path / "matches.tif"
     match_pair(paths["reference"], paths["secondary"], matches, matcher,
-               MatchSettings(patch_size=100, overlap=0, height_uncertainty_m=1500.0))
+               MatchSettings(patch_size=100, overlap=0, height_uncertainty_m=1500.0, consistency_px=0.0))
     certainty = gdal.Open(str(matches)).ReadAsArray()[2]
     own = generate_elevation(matches, tmp_path / "own.tif")
     given = generate_elevation(matches, tmp_path / "given.tif", ElevationSettings(certainty_threshold=0.0))
@@ -257,4 +355,4 @@ def test_certainty_threshold_defaults_to_the_matchers_own(alpine_pair, oracle, t
     assert given.certainty_threshold == 0.0 and given.matches_used == int(np.isfinite(certainty).sum())
     assert 0.2 < own.matches_used / given.matches_used < 0.5  # the first column of patches, of three
     assert generate_elevation(paths["ground_truth"], tmp_path / "truth.tif").certainty_threshold == 0.0
-    assert LightMatcher.certainty_threshold == 0.05
+    assert LightMatcher.certainty_threshold == 0.5

@@ -282,10 +282,19 @@ def test_shipped_weights_through_the_patch_engine(tmp_path, shipped):
                         ground_truth_output=tmp_path / "gt.tif")
     out = tmp_path / "matches.tif"
     result = match_pair(sim.reference_path, sim.secondary_path, out, shipped,
-                        MatchSettings(patch_size=128, overlap=32, height_uncertainty_m=300.0))
+                        MatchSettings(patch_size=128, overlap=32, height_uncertainty_m=300.0, consistency_px=0.0))
     assert gdal.Open(str(out)).RasterCount == 3 and result.matched_fraction > 0.5
     report = evaluate_matches(out, sim.ground_truth_path)
     assert report["accuracy_at_px"]["3"] > 0.5, report
+    # with the forward-backward check (the light matcher's 5 px): what stays came back, and is more often right
+    checked = tmp_path / "checked.tif"
+    match_pair(sim.reference_path, sim.secondary_path, checked, shipped,
+               MatchSettings(patch_size=128, overlap=32, height_uncertainty_m=300.0))
+    bands = gdal.Open(str(checked)).ReadAsArray()
+    assert bands.shape[0] == 4 and (bands[3][np.isfinite(bands[0])] <= 5.0).all()
+    kept = evaluate_matches(checked, sim.ground_truth_path)
+    assert kept["accuracy_of_matched_at_px"]["3"] >= report["accuracy_of_matched_at_px"]["3"]
+    assert kept["coverage"] > 0.5 * report["coverage"]
 
 
 # --- several processes ---------------------------------------------------------------------------

@@ -16,9 +16,12 @@ from sar_stereo_plugin.core.products import read_pair_models, write_image
 
 
 def _covering(paths, **kw):
-    """Settings whose constant prior and uncertainty cover all of the DEM's heights."""
+    """Settings whose constant prior and uncertainty cover all of the DEM's heights; no
+    forward-backward check (an oracle knows the truth one way only; tests/test_consistency.py
+    proves the check)."""
     lo, hi, _ = height_bounds(open_dem(paths["dem"]))
-    return MatchSettings(height_prior=(lo + hi) / 2, height_uncertainty_m=(hi - lo) / 2, **kw)
+    return MatchSettings(height_prior=(lo + hi) / 2, height_uncertainty_m=(hi - lo) / 2,
+                         **{"consistency_px": 0.0, **kw})
 
 
 def _bands(path):
@@ -30,7 +33,7 @@ def test_oracle_mosaic_reproduces_ground_truth(alpine_pair, oracle, tmp_path, pa
     paths, _ = alpine_pair
     out = tmp_path / "match.tif"
     if use_dem:  # a DEM prior: windows only need a small margin
-        settings, dem = MatchSettings(patch_size, overlap, height_uncertainty_m=30.0), paths["dem"]
+        settings, dem = MatchSettings(patch_size, overlap, height_uncertainty_m=30.0, consistency_px=0.0), paths["dem"]
     else:
         settings, dem = _covering(paths, patch_size=patch_size, overlap=overlap), None
     result = match_pair(paths["reference"], paths["secondary"], out, oracle(paths["ground_truth"]), settings,
@@ -88,7 +91,7 @@ def test_window_follows_height_uncertainty(alpine_pair, oracle, tmp_path):
     paths, _ = alpine_pair
     lo, hi, _ = height_bounds(open_dem(paths["dem"]))
     match_pair(paths["reference"], paths["secondary"], tmp_path / "m.tif", oracle(paths["ground_truth"]),
-               MatchSettings(96, 24, height_prior=lo, height_uncertainty_m=0.0))
+               MatchSettings(96, 24, height_prior=lo, height_uncertainty_m=0.0, consistency_px=0.0))
     truth, match = _bands(paths["ground_truth"]), _bands(tmp_path / "m.tif")
     valid = truth[2] == 1
     assert np.isfinite(match[0][valid]).mean() < 0.9

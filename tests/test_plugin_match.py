@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsSingleBandPseudoColorRenderer
@@ -21,7 +22,12 @@ def test_matchpair_poc_then_evaluate(plugin, alpine_pair, tmp_path, qgis_new_pro
         "HEIGHT_UNCERTAINTY": 100.0, "OUTPUT": str(out)})
     assert 0.3 < result["MATCHED_FRACTION"] <= 1.0
     ds = gdal.Open(str(out))
-    assert (ds.RasterCount, ds.RasterYSize, ds.RasterXSize) == (3, 300, 300)
+    # the forward-backward check runs by default: its round-trip error is the fourth band
+    assert (ds.RasterCount, ds.RasterYSize, ds.RasterXSize) == (4, 300, 300)
+    trip = ds.GetRasterBand(4).ReadAsArray()
+    assert ds.GetRasterBand(4).GetDescription() == "round_trip_px"
+    assert (trip[np.isfinite(ds.GetRasterBand(1).ReadAsArray())] <= 2.0).all()  # POC's own tolerance
+    assert json.loads(ds.GetMetadataItem("SARSTEREO_MATCHING"))["settings"]["consistency_px"] == 2.0
     layer = next(iter(QgsProject.instance().mapLayers().values()))
     assert layer.name() == "Matches (POC)"
     assert [g.name() for g in QgsProject.instance().layerTreeRoot().findGroups()] == ["ref × sec — matches (POC)"]
@@ -37,6 +43,14 @@ def test_matchpair_poc_then_evaluate(plugin, alpine_pair, tmp_path, qgis_new_pro
     assert set(report["accuracy_at_px"]) == {"1", "3", "5", "10"}
     assert evaluated["ACCURACY_10PX"] == report["accuracy_at_px"]["10"] > 0.5
     assert evaluated["COVERAGE"] == report["coverage"] >= report["accuracy_at_px"]["10"]
+
+
+def test_matchpair_without_the_check_writes_three_bands(plugin, alpine_pair, tmp_path):
+    import processing
+    out = tmp_path / "matches.tif"
+    result = processing.run("sarstereo:matchpair", {**_pair(alpine_pair), "MATCHER": 2, "PATCH_SIZE": 128,
+                                                    "OVERLAP": 32, "CONSISTENCY_PX": 0, "OUTPUT": str(out)})
+    assert gdal.Open(str(out)).RasterCount == 3 and result["MATCHED_FRACTION"] > 0.3
 
 
 def test_matchpair_refuses_patch_larger_than_image(plugin, alpine_pair, tmp_path):

@@ -4,6 +4,7 @@ batch halving, the SAR stretch, and one end-to-end run of the patch engine."""
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -307,15 +308,27 @@ def test_match_pair_end_to_end(tmp_path, matcher):
                   secondary_output=paths["secondary"], ground_truth_output=paths["truth"])
     lo, hi, _ = height_bounds(open_dem(None))
     before = matcher.forward_seconds
-    result = match_pair(paths["reference"], paths["secondary"], tmp_path / "match.tif", matcher,
-                        MatchSettings(patch_size=128, overlap=16, height_prior=(lo + hi) / 2,
-                                      height_uncertainty_m=(hi - lo) / 2))
+    settings = MatchSettings(patch_size=128, overlap=16, height_prior=(lo + hi) / 2,
+                             height_uncertainty_m=(hi - lo) / 2, consistency_px=0.0)
+    result = match_pair(paths["reference"], paths["secondary"], tmp_path / "match.tif", matcher, settings)
     bands = gdal.Open(str(tmp_path / "match.tif")).ReadAsArray()
     assert bands.shape == (3, 200, 200) and bands.dtype == np.float32
     cert = bands[2][np.isfinite(bands[2])]
     assert cert.size > 0.5 * 200 * 200 and cert.min() >= 0 and cert.max() <= 1
     assert 0 < matcher.forward_seconds - before <= result.seconds_matching <= result.seconds_total
     assert result.matcher.startswith("roma on cpu")
+    # the engine's forward-backward check works for RoMa as for any matcher (RoMa's own symmetric
+    # mode aside): each patch is matched back, the round trip is the fourth band, and only answers
+    # whose round trip closes within a pixel (RoMa's tolerance) stay
+    before = matcher.forward_seconds
+    checked = match_pair(paths["reference"], paths["secondary"], tmp_path / "checked.tif", matcher,
+                         replace(settings, consistency_px=None))
+    bands = gdal.Open(str(tmp_path / "checked.tif")).ReadAsArray()
+    answered = np.isfinite(bands[3])
+    assert bands.shape == (4, 200, 200) and answered.mean() > 0.5  # the way back ran for the answered pixels
+    assert (bands[3][np.isfinite(bands[0])] <= 1.0).all()
+    assert checked.rejected_fraction == pytest.approx((answered & ~np.isfinite(bands[0])).mean())
+    assert matcher.forward_seconds - before > 0
 
 
 def test_plugin_core_without_torch(without_torch):

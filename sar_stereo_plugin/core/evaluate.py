@@ -71,6 +71,7 @@ def evaluate_matches(matches, ground_truth, certainty_threshold=0.0):
 
 # ---------------------------------------------------------------- DEM against a reference DEM
 DEM_THRESHOLDS_M = (1, 2, 5, 10, 20)
+BLUNDER_NMAD = 3.0  # a blunder: a cell whose error lies further than this many NMAD from the median error
 
 
 def reference_on_grid(reference_dem, dem_ds, field="REFERENCE_DEM", grid=None):
@@ -90,7 +91,8 @@ def reference_on_grid(reference_dem, dem_ds, field="REFERENCE_DEM", grid=None):
                         outputBounds=_bounds(gt, rows, cols), dstNodata=float("nan"),
                         errorThreshold=0.0)  # exact transforms: the same cell, the same height on any grid
     except RuntimeError as exc:
-        raise RasterError(f"{reference_dem}: field '{field}': cannot be resampled onto the DEM's grid ({exc})") from None
+        raise RasterError(f"{reference_dem}: field '{field}': cannot be resampled onto the DEM's grid "
+                          f"({exc})") from None
     heights = out.GetRasterBand(1).ReadAsArray()  # the source's nodata is honoured by the warp
     if not np.isfinite(heights).any():
         raise RasterError(f"{reference_dem}: field '{field}': does not overlap the DEM {dem_ds.GetDescription()}; "
@@ -106,20 +108,29 @@ def dem_statistics(error, area):
     """Accuracy figures of an error map (DEM minus reference) over ``area`` (cells where the
     reference is known and the scene was imaged). Figures other than coverage are over the
     cells of ``area`` where the DEM has a height; ``fraction_within_m[t]``: share of those with
-    |error| <= t metres."""
+    |error| <= t metres; ``blunder_share``: share of those that are blunders (:func:`blunders`)."""
     e = error[area & np.isfinite(error)].astype(np.float64)
     n_area = int(area.sum())
     if not e.size:
         return {"cells_evaluated": 0, "area_cells": n_area, "coverage": 0.0, "median_abs_error_m": None,
                 "rmse_m": None, "nmad_m": None, "le90_m": None, "mean_error_m": None, "median_error_m": None,
-                "fraction_within_m": {str(t): 0.0 for t in DEM_THRESHOLDS_M}}
+                "blunder_share": None, "fraction_within_m": {str(t): 0.0 for t in DEM_THRESHOLDS_M}}
     a = np.abs(e)
     median = float(np.median(e))
+    nmad = float(1.4826 * np.median(np.abs(e - median)))
     return {"cells_evaluated": int(e.size), "area_cells": n_area, "coverage": e.size / max(n_area, 1),
             "median_abs_error_m": float(np.median(a)), "rmse_m": float(np.sqrt(np.mean(e * e))),
-            "nmad_m": float(1.4826 * np.median(np.abs(e - median))), "le90_m": float(np.percentile(a, 90)),
+            "nmad_m": nmad, "le90_m": float(np.percentile(a, 90)),
             "mean_error_m": float(e.mean()), "median_error_m": median,
+            "blunder_share": float(blunders(e, median, nmad).mean()),
             "fraction_within_m": {str(t): float((a <= t).mean()) for t in DEM_THRESHOLDS_M}}
+
+
+def blunders(error, median, nmad):
+    """Where an error map holds blunders: errors further than ``BLUNDER_NMAD`` x NMAD from the median
+    error (the DEM's bias, which a shift explains, is not a blunder). False at NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(error - median) > BLUNDER_NMAD * nmad
 
 
 def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None):
@@ -155,8 +166,19 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
         stats["error_output"] = str(error_output)
     if report:
         from .report import write_dem_report
-        stats.update(write_dem_report(report, {**stats, **(extra or {})}, heights, error, area))
+        stats.update(write_dem_report(report, {**stats, **(extra or {})}, heights, error, area,
+                                      _blunder_map(error, area, stats)))
     return stats
+
+
+def _blunder_map(error, area, stats):
+    """-1 / +1 where a cell of the area is a blunder below / above the reference, 0 where it is
+    not, NaN where it has no error."""
+    if stats["median_error_m"] is None:
+        return np.full(error.shape, np.nan, np.float32)
+    flagged = blunders(error, stats["median_error_m"], stats["nmad_m"])
+    out = np.where(flagged, np.sign(error - stats["median_error_m"]), 0.0)
+    return np.where(area & np.isfinite(error), out, np.nan).astype(np.float32)
 
 
 def _shift(heights, reference, area, gt, wkt):

@@ -12,6 +12,19 @@ nothing behind.
 The prediction is computed on a coarse node grid (every ``PRIOR_STEP`` pixels) and interpolated
 bilinearly: at a constant height the reference-to-secondary map is smooth to far below a pixel
 over that distance.
+
+**Forward-backward consistency** (``consistency_px`` > 0; by default the matcher's own: 2 pixels
+for POC, 5 for the light matcher, whose answers scatter more both ways, 1 for RoMa): every patch is
+matched back with the same matcher, roles swapped (:func:`reverse_pair`: the secondary patch
+around where the answers landed, the reference window where that patch can land, the prior from
+the models swapped), and a match is kept only where the way back returns within
+``consistency_px`` reference pixels of where it started (:func:`round_trip_px`). A match held to
+the epipolar line passes the triangulation's misclosure test whatever its height; a wrong one
+rarely comes back. The round-trip error is the match raster's fourth band. :func:`check_patches`
+does all of it for a batch of answers, for any matcher; a matcher that fuses several answers per
+patch can check each of them the same way, given the pair's :class:`PatchPlan` (:func:`plan_pair`):
+``reverse_pair(plan, pair, answer)``, the way back matched by any matcher, then
+``round_trip_px(pair, answer, back, back_answer)``.
 """
 
 import json
@@ -23,12 +36,13 @@ from scipy.ndimage import map_coordinates
 
 from . import pixels
 from .dem import height_bounds, open_dem
-from .errors import GeometryError, MatchingCanceled, RasterError, SensorModelError, located
-from .matchers import PatchPair
+from .errors import GeometryError, MatchingCanceled, RasterError, SensorModelError, SettingsError, located
+from .matchers import PatchMatch, PatchPair
 from .progress import Progress
 from .raster import (
     MATCHING_ITEM,
     REFERENCE_IMAGE_ITEM,
+    ROUND_TRIP_BAND,
     SECONDARY_IMAGE_ITEM,
     SECONDARY_SENSOR_ITEM,
     SENSOR_ITEM,
@@ -40,7 +54,7 @@ from .raster import (
 )
 from .stereo import rdr2rdr
 
-MATCH_BANDS = ("secondary_row", "secondary_col", "certainty")
+MATCH_BANDS = ("secondary_row", "secondary_col", "certainty", ROUND_TRIP_BAND)  # the 4th with the check
 PRIOR_STEP = 16  # reference pixels between nodes of the predicted secondary position
 WINDOW_MARGIN_PX = 8  # secondary pixels added around the predicted extent
 MIN_PATCH = 16
@@ -58,12 +72,17 @@ class MatchSettings:
     # how far (secondary pixels) across the epipolar direction the truth may lie: the sensor models'
     # relative azimuth accuracy; the light matcher's global matching searches no further (None: no limit)
     epipolar_band_px: float = 12.0
+    # keep a match only where matching back (roles swapped) returns within this many reference pixels
+    # (0: no check; None: the matcher's own, Matcher.consistency_px)
+    consistency_px: float = None
 
     def for_matcher(self, matcher):
         """These settings with the patch geometry the matcher was made for where none is given
-        (POC and RoMa 512/64 pixels, light 256/64: the patch size it was trained on)."""
+        (POC and RoMa 512/64 pixels, light 256/64: the patch size it was trained on), and its
+        round-trip tolerance (:attr:`.matchers.Matcher.consistency_px`)."""
         return replace(self, patch_size=matcher.patch_size if self.patch_size is None else self.patch_size,
-                       overlap=matcher.overlap if self.overlap is None else self.overlap)
+                       overlap=matcher.overlap if self.overlap is None else self.overlap,
+                       consistency_px=matcher.consistency_px if self.consistency_px is None else self.consistency_px)
 
     def validate(self):
         if self.patch_size is None or self.overlap is None:
@@ -78,6 +97,9 @@ class MatchSettings:
         if self.epipolar_band_px is not None and not self.epipolar_band_px > 0:
             raise GeometryError(located("matching", "EPIPOLAR_BAND", f"{self.epipolar_band_px}; give a positive "
                                                                      "number of pixels, or None for no limit"))
+        if self.consistency_px is not None and not self.consistency_px >= 0:
+            raise SettingsError(located("matching", "CONSISTENCY_PX", f"{self.consistency_px}; give a round-trip "
+                                                                      "tolerance >= 0 pixels (0: no check)"))
 
 
 @dataclass
@@ -95,6 +117,7 @@ class MatchResult:
     seconds_matching: float  # inside the matcher
     patch_size: int  # the patch geometry used (the matcher's own unless the settings gave one)
     overlap: int
+    rejected_fraction: float = 0.0  # answered, but rejected by the forward-backward check
 
     def to_dict(self):
         return asdict(self)
@@ -134,16 +157,16 @@ class PairPrior:
         ic = np.interp(cols, self.node_cols, np.arange(self.node_cols.size))
         return np.stack([map_coordinates(f, [ir, ic], order=1, mode="nearest") for f in self.fields[key]])
 
-    def extent(self, r0, c0, size):
-        """Bounding box (row_min, row_max, col_min, col_max) of where a reference patch can land,
-        the half-span (pixels) of the disparity the height uncertainty allows, and the epipolar
-        direction (unit (row, col) vector of rising height; None without an uncertainty); None
-        where the prediction fails everywhere."""
+    def extent(self, r0, c0, size, width=None):
+        """Bounding box (row_min, row_max, col_min, col_max) of where a reference patch (``size``
+        rows, ``width`` columns, default square) can land, the half-span (pixels) of the disparity
+        the height uncertainty allows, and the epipolar direction (unit (row, col) vector of rising
+        height; None without an uncertainty); None where the prediction fails everywhere."""
+        width = size if width is None else width
         inner_r = (self.node_rows > r0) & (self.node_rows < r0 + size - 1)
-        inner_c = (self.node_cols > c0) & (self.node_cols < c0 + size - 1)
-        edge = np.array([0.0, size - 1.0])
-        rows = np.concatenate([r0 + edge, self.node_rows[inner_r]])
-        cols = np.concatenate([c0 + edge, self.node_cols[inner_c]])
+        inner_c = (self.node_cols > c0) & (self.node_cols < c0 + width - 1)
+        rows = np.concatenate([r0 + np.array([0.0, size - 1.0]), self.node_rows[inner_r]])
+        cols = np.concatenate([c0 + np.array([0.0, width - 1.0]), self.node_cols[inner_c]])
         rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
         low, high, mid = (self.at(rr, cc, key) for key in ("low", "high", "mid"))
         pts = np.concatenate([low, high, mid], axis=1)
@@ -210,28 +233,36 @@ def plan_patches(ref_model, sec_model, settings, prior):
 
 
 class _Mosaic:
-    """Rows of the match raster still open to later patches; the most certain answer wins."""
+    """Rows of the match raster still open to later patches; the most certain answer wins. With a
+    fourth band, the round-trip error: the kept answer's, else the smallest of those rejected."""
 
-    def __init__(self, cols, size):
+    def __init__(self, cols, size, n_bands=3):
         self.row0 = 0
         self.matched = 0  # pixels written with a match
-        self.data = np.full((3, size, cols), np.nan, np.float32)
+        self.rejected = 0  # pixels answered, but by no answer that came back (fourth band only)
+        self.data = np.full((n_bands, size, cols), np.nan, np.float32)
 
-    def merge(self, r0, c0, rows, cols, certainty):
+    def merge(self, r0, c0, rows, cols, certainty, round_trip=None):
         sl = np.s_[r0 - self.row0:r0 - self.row0 + rows.shape[0], c0:c0 + rows.shape[1]]
         old = self.data[2][sl]
         better = np.isfinite(certainty) & ~(old >= certainty)
         for band, new in enumerate((rows, cols, certainty)):
             self.data[band][sl] = np.where(better, new, self.data[band][sl])
+        if round_trip is not None:
+            trip = self.data[3][sl]
+            unkept = ~np.isfinite(self.data[2][sl])
+            self.data[3][sl] = np.where(better, round_trip, np.where(unkept, np.fmin(trip, round_trip), trip))
 
     def flush(self, upto, write):
         """Write the rows before ``upto`` (no later patch reaches them) and slide the buffer."""
         n = upto - self.row0
         if n <= 0:
             return
-        for band in range(3):
+        for band in range(self.data.shape[0]):
             write(self.data[band, :n], self.row0, band + 1)
         self.matched += int(np.isfinite(self.data[2, :n]).sum())
+        if self.data.shape[0] > 3:
+            self.rejected += int((np.isfinite(self.data[3, :n]) & ~np.isfinite(self.data[2, :n])).sum())
         self.data = np.roll(self.data, -n, axis=1)
         self.data[:, -n:] = np.nan
         self.row0 = upto
@@ -271,6 +302,14 @@ class PatchPlan:
     outside: int  # patches whose window misses the secondary image
     size: int
     band_px: float  # MatchSettings.epipolar_band_px (inf: no limit)
+    uncertainty_m: float = 0.0  # MatchSettings.height_uncertainty_m
+    _back: PairPrior = None
+
+    def back_prior(self):
+        """The prior of the way back (secondary -> reference: the models swapped), made on first use."""
+        if self._back is None:
+            self._back = PairPrior(self.sec_model, self.ref_model, self.height, self.uncertainty_m, self.dem)
+        return self._back
 
     def strips(self, jobs=None):
         """Yield ``(r0, [(job, PatchPair or None), ...])`` strip by strip, in row order; None where
@@ -300,7 +339,7 @@ def plan_pair(reference, secondary, settings, *, prior_dem=None, reference_model
                                     "they show the same ground, or give a better HEIGHT_PRIOR / PRIOR_DEM"))
     band = float("inf") if settings.epipolar_band_px is None else float(settings.epipolar_band_px)
     return PatchPlan(str(reference), str(secondary), ref_model, sec_model, ref_ds, sec_ds, dem, height, prior, jobs,
-                     outside, int(settings.patch_size), band)
+                     outside, int(settings.patch_size), band, float(settings.height_uncertainty_m))
 
 
 def match_pair(reference, secondary, output, matcher, settings=None, *, prior_dem=None, reference_model=None,
@@ -327,14 +366,16 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
             MATCHING_ITEM: json.dumps({"matcher": matcher.describe(), "settings": asdict(settings),
                                        "certainty_threshold": float(matcher.certainty_threshold),
                                        "height_prior_m": height, "prior_dem": getattr(dem, "path", None)})}
-    mosaic = _Mosaic(ref_model.cols, size)
+    check = float(settings.consistency_px or 0.0) > 0
+    n_bands = 4 if check else 3
+    mosaic = _Mosaic(ref_model.cols, size, n_bands)
     counts = {"matched": 0, "nodata": 0}
     seconds_matching = 0.0
     strips = sorted({job.r0 for job in jobs})
-    with geotiff_writer(output, ref_model.rows, ref_model.cols, 3, meta, MATCH_BANDS,
+    with geotiff_writer(output, ref_model.rows, ref_model.cols, n_bands, meta, MATCH_BANDS[:n_bands],
                         gcps=gcp_grid(ref_model, height=height)) as write:
         done = 0
-        for i, (r0, cut) in enumerate(plan.strips()):
+        for i, (_r0, cut) in enumerate(plan.strips()):
             pairs = [pair for _, pair in cut if pair]
             counts["nodata"] += len(cut) - len(pairs)
             batch_size = max(1, int(matcher.batch_size))  # read per strip: RoMa halves it on out-of-memory
@@ -343,19 +384,22 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
                 batch = pairs[b:b + batch_size]
                 t0 = time.perf_counter()
                 answers = matcher.match(batch)
+                trips = [None] * len(batch)
+                if check:
+                    answers, trips = check_patches(matcher, plan, batch, answers, settings.consistency_px)
                 seconds_matching += time.perf_counter() - t0
-                for pair, answer in zip(batch, answers):
-                    counts["matched"] += _merge(mosaic, pair, answer, sec_model)
+                for pair, answer, trip in zip(batch, answers, trips):
+                    counts["matched"] += _merge(mosaic, pair, answer, sec_model, trip)
                 done += len(batch)
                 report(done / len(jobs))
             mosaic.flush(strips[i + 1] if i + 1 < len(strips) else ref_model.rows, write)
         if counts["nodata"] == len(jobs):
             raise RasterError(f"{reference} / {secondary}: field 'band 1': no data (all NaN or nodata) where the "
                               "images overlap; check the images' nodata values")
+    pixels_total = float(ref_model.rows * ref_model.cols)
     return MatchResult(str(output), matcher.describe(), len(jobs) + plan.outside, counts["matched"], plan.outside,
-                       counts["nodata"], mosaic.matched / float(ref_model.rows * ref_model.cols),
-                       time.perf_counter() - start, seconds_matching, int(settings.patch_size),
-                       int(settings.overlap))
+                       counts["nodata"], mosaic.matched / pixels_total, time.perf_counter() - start, seconds_matching,
+                       int(settings.patch_size), int(settings.overlap), mosaic.rejected / pixels_total)
 
 
 def _cut(job, strip, sec_ds, prior, size, band_px):
@@ -375,7 +419,7 @@ def _cut(job, strip, sec_ds, prior, size, band_px):
                      (job.r0, job.c0), (w_r0, w_c0), job.epipolar, band_px)
 
 
-def _merge(mosaic, pair, answer, sec_model):
+def _merge(mosaic, pair, answer, sec_model, round_trip=None):
     """Map a matcher's answer to full-image coordinates and merge it; 1 if it matched anything."""
     rows = np.asarray(answer.rows, np.float32) + np.float32(pair.secondary_origin[0])
     cols = np.asarray(answer.cols, np.float32) + np.float32(pair.secondary_origin[1])
@@ -385,7 +429,115 @@ def _merge(mosaic, pair, answer, sec_model):
     keep = (np.isfinite(rows) & np.isfinite(cols) & np.isfinite(cert) & np.isfinite(pair.reference)
             & pixels.inside(rows, cols, (sec_model.rows, sec_model.cols)))
     cert = np.where(keep, np.clip(cert, 0.0, 1.0), np.nan).astype(np.float32)
-    mosaic.merge(pair.reference_origin[0], pair.reference_origin[1], rows, cols, cert)
+    if round_trip is not None:
+        round_trip = np.where(np.isfinite(pair.reference), round_trip, np.nan).astype(np.float32)
+    mosaic.merge(pair.reference_origin[0], pair.reference_origin[1], rows, cols, cert, round_trip)
     return int(keep.any())
 
 
+# ---------------------------------------------------------------- forward-backward consistency
+BACK_MARGIN_PX = 2  # secondary pixels around the answers in the patch matched back
+BACK_SPREAD = (0.1, 99.9)  # percentiles of the answers that patch covers: stray answers do not widen it
+MIN_BACK_WEIGHT = 0.25  # bilinear weight of finite back answers a round trip needs (one neighbour's least)
+
+
+def reverse_pair(plan, pair, answer):
+    """The :class:`PatchPair` that matches ``pair`` back with the roles swapped: as its reference,
+    the part of ``pair``'s secondary window where ``answer`` (a :class:`PatchMatch`) put the
+    reference pixels (``BACK_SPREAD`` of them, ``BACK_MARGIN_PX`` around); as its secondary, the
+    window of the reference image where that part can land at every height of the prior, with the
+    prior, the search radius and the epipolar direction of the models swapped (``plan``: the pair's
+    :class:`PatchPlan`). None where nothing was answered or that part holds no data or cannot land
+    in the reference image."""
+    rows, cols = np.asarray(answer.rows, np.float64), np.asarray(answer.cols, np.float64)
+    ok = np.isfinite(rows) & np.isfinite(cols)
+    if not ok.any():
+        return None
+    box = []
+    for values, n in ((rows[ok], pair.secondary.shape[0]), (cols[ok], pair.secondary.shape[1])):
+        lo, hi = np.percentile(values, BACK_SPREAD)
+        lo, hi = max(int(np.floor(lo)) - BACK_MARGIN_PX, 0), min(int(np.ceil(hi)) + BACK_MARGIN_PX, n - 1)
+        need = min(MIN_PATCH, n)  # a patch of at least MIN_PATCH pixels
+        if hi - lo + 1 < need:
+            lo = max(min(lo - (need - (hi - lo + 1)) // 2, n - need), 0)
+            hi = lo + need - 1
+        box.append((lo, hi + 1))
+    (r0, r1), (c0, c1) = box
+    reference = pair.secondary[r0:r1, c0:c1]
+    if not np.isfinite(reference).any():
+        return None
+    origin = (int(pair.secondary_origin[0]) + r0, int(pair.secondary_origin[1]) + c0)
+    back = plan.back_prior()
+    found = back.extent(origin[0], origin[1], r1 - r0, c1 - c0)
+    window = found and _window(found[0], plan.ref_model.rows, plan.ref_model.cols)
+    if window is None:
+        return None
+    w_r0, w_c0, w_rows, w_cols = window
+    secondary = read_amplitude(plan.ref_ds, w_r0, w_c0, w_rows, w_cols)
+    if not np.isfinite(secondary).any():
+        return None
+    rr, cc = np.meshgrid(np.arange(origin[0], origin[0] + r1 - r0, dtype=np.float64),
+                         np.arange(origin[1], origin[1] + c1 - c0, dtype=np.float64), indexing="ij")
+    prior = back.at(rr.ravel(), cc.ravel()).reshape((2,) + rr.shape) - np.array([w_r0, w_c0], np.float64)[:, None, None]
+    return PatchPair(np.ascontiguousarray(reference), secondary, prior.astype(np.float32), found[1], origin,
+                     (w_r0, w_c0), found[2], plan.band_px)
+
+
+def round_trip_px(pair, answer, back, back_answer):
+    """Per reference pixel of ``pair``: the distance (reference pixels) from where it started to
+    where matching back (``back`` from :func:`reverse_pair`, and the matcher's ``back_answer``)
+    takes the place ``answer`` matched it to; the answers back are interpolated bilinearly over
+    their finite neighbours. NaN where either way has no answer."""
+    h, w = pair.reference.shape
+    at_r = np.asarray(answer.rows, np.float64) + (pair.secondary_origin[0] - back.reference_origin[0])
+    at_c = np.asarray(answer.cols, np.float64) + (pair.secondary_origin[1] - back.reference_origin[1])
+    field = np.stack([np.asarray(back_answer.rows, np.float64) + back.secondary_origin[0],
+                      np.asarray(back_answer.cols, np.float64) + back.secondary_origin[1]])
+    r1, c1 = _sample_finite(field, at_r, at_c)
+    rows = np.arange(h, dtype=np.float64)[:, None] + pair.reference_origin[0]
+    cols = np.arange(w, dtype=np.float64)[None, :] + pair.reference_origin[1]
+    return np.hypot(r1 - rows, c1 - cols).astype(np.float32)
+
+
+def _sample_finite(field, rows, cols):
+    """``field`` (k, H, W) at (rows, cols), bilinear over the finite neighbours (their weights
+    renormalised); NaN outside, or where those neighbours weigh less than ``MIN_BACK_WEIGHT``."""
+    _, n_rows, n_cols = field.shape
+    ok = pixels.inside(rows, cols, (n_rows, n_cols))
+    r = np.clip(np.where(ok, rows, 0.0), 0.0, n_rows - 1.0)
+    c = np.clip(np.where(ok, cols, 0.0), 0.0, n_cols - 1.0)
+    r0 = np.minimum(np.floor(r).astype(np.int64), max(n_rows - 2, 0))
+    c0 = np.minimum(np.floor(c).astype(np.int64), max(n_cols - 2, 0))
+    fr, fc = r - r0, c - c0
+    r1, c1 = np.minimum(r0 + 1, n_rows - 1), np.minimum(c0 + 1, n_cols - 1)
+    total, weight = np.zeros((field.shape[0],) + r.shape), np.zeros(r.shape)
+    for rr, cc, wgt in ((r0, c0, (1 - fr) * (1 - fc)), (r0, c1, (1 - fr) * fc), (r1, c0, fr * (1 - fc)),
+                        (r1, c1, fr * fc)):
+        values = field[:, rr, cc]
+        good = np.all(np.isfinite(values), axis=0)
+        total += np.where(good, values, 0.0) * np.where(good, wgt, 0.0)
+        weight += np.where(good, wgt, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok & (weight >= MIN_BACK_WEIGHT), total / weight, np.nan)
+
+
+def check_patches(matcher, plan, pairs, answers, consistency_px):
+    """Forward-backward consistency of a batch: match every pair back with ``matcher``
+    (:func:`reverse_pair`, in the matcher's batch size) and keep each answer only where its round
+    trip (:func:`round_trip_px`) closes within ``consistency_px`` reference pixels. Returns (the
+    answers, NaN where rejected; the round-trip errors, float32 per reference pixel, NaN where no
+    answer went out or none came back)."""
+    backs = [reverse_pair(plan, pair, found) for pair, found in zip(pairs, answers)]
+    todo = [back for back in backs if back is not None]
+    step = max(1, int(matcher.batch_size))
+    came_back = iter([found for b in range(0, len(todo), step) for found in matcher.match(todo[b:b + step])])
+    kept, trips = [], []
+    for pair, found, back in zip(pairs, answers, backs):
+        trip = (np.full(pair.reference.shape, np.nan, np.float32) if back is None
+                else round_trip_px(pair, found, back, next(came_back)))
+        trip = np.where(np.isfinite(found.rows) & np.isfinite(found.cols), trip, np.nan).astype(np.float32)
+        drop = ~(trip <= consistency_px)
+        kept.append(PatchMatch(*(np.where(drop, np.nan, a).astype(np.float32)
+                                 for a in (found.rows, found.cols, found.certainty))))
+        trips.append(trip)
+    return kept, trips

@@ -23,6 +23,7 @@ SECONDARY_SENSOR_ITEM = "SARSTEREO_SECONDARY_SENSOR"
 REFERENCE_IMAGE_ITEM = "SARSTEREO_REFERENCE_IMAGE"
 SECONDARY_IMAGE_ITEM = "SARSTEREO_SECONDARY_IMAGE"
 MATCHING_ITEM = "SARSTEREO_MATCHING"  # match raster: matcher, settings and its certainty threshold (JSON)
+ROUND_TRIP_BAND = "round_trip_px"  # the match raster's optional fourth band (a ground truth's 4th is a height)
 
 
 @contextmanager

@@ -1,8 +1,10 @@
 """The DEM accuracy report: JSON figures, a PNG figure and an HTML page that shows both.
 
 The figure has the plots a reader of a DEM assessment expects: the share of cells under each
-absolute-error threshold (as in the method's Figure 5), the error histogram, and the DEM and its
-error map side by side (the error on a diverging ramp with symmetric limits, so zero is white).
+absolute-error threshold (as in the method's Figure 5), the error histogram, the DEM and its
+error map side by side (the error on a diverging ramp with symmetric limits, so zero is white),
+and the map of the blunders (cells whose error lies more than 3 NMAD from the median error), above
+the reference in red, below it in blue.
 matplotlib's object API is used without pyplot, so no GUI backend is touched.
 """
 
@@ -17,27 +19,31 @@ from .atomic import atomic_outputs
 
 _LABELS = {"median_abs_error_m": "median |error| (m)", "rmse_m": "RMSE (m)", "nmad_m": "NMAD (m)",
            "le90_m": "LE90 (m)", "mean_error_m": "mean error (m)", "median_error_m": "median error (m)",
-           "coverage": "coverage", "cells_evaluated": "cells evaluated", "area_cells": "cells in the area"}
+           "blunder_share": "blunder share (|error - median| > 3 NMAD)", "coverage": "coverage",
+           "cells_evaluated": "cells evaluated", "area_cells": "cells in the area"}
 
 
-def write_dem_report(path, stats, heights, error, area):
-    """Write ``path`` (JSON), and ``<stem>.png`` and ``<stem>.html`` beside it; return their paths."""
+def write_dem_report(path, stats, heights, error, area, blunders=None):
+    """Write ``path`` (JSON), and ``<stem>.png`` and ``<stem>.html`` beside it; return their paths.
+    ``blunders``: -1 / 0 / +1 per cell (blunder below / none / above the reference), NaN outside."""
     path = Path(path)
     figure, page = path.with_suffix(".png"), path.with_suffix(".html")
     paths = {"figure": str(figure), "html": str(page)}
     with atomic_outputs(path, figure, page) as (json_tmp, figure_tmp, page_tmp):
-        _figure(heights, error, area).savefig(figure_tmp, dpi=110)
+        _figure(heights, error, area, blunders, stats.get("blunder_share")).savefig(figure_tmp, dpi=110)
         page_tmp.write_text(_page(stats, figure_tmp), encoding="utf-8")
         json_tmp.write_text(json.dumps({**stats, **paths}, indent=2), encoding="utf-8")
     return paths
 
 
-def _figure(heights, error, area):
+def _figure(heights, error, area, blunders=None, blunder_share=None):
+    from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     e = error[area & np.isfinite(error)]
     a = np.abs(e)
-    fig = Figure(figsize=(11, 8.5), layout="constrained")
-    (curve, hist), (dem_ax, err_ax) = fig.subplots(2, 2)
+    fig = Figure(figsize=(16, 8.5), layout="constrained")
+    axes = fig.subplot_mosaic([["curve", "hist", "blunders"], ["dem", "error", "blunders"]])
+    curve, hist, dem_ax, err_ax, blunder_ax = (axes[k] for k in ("curve", "hist", "dem", "error", "blunders"))
     top = max(20.0, float(np.percentile(a, 99))) if a.size else 20.0
     t = np.linspace(0.0, top, 400)
     share = np.searchsorted(np.sort(a), t, side="right") / max(a.size, 1)
@@ -57,12 +63,20 @@ def _figure(heights, error, area):
                           interpolation="nearest")
     fig.colorbar(shown, ax=err_ax, label="DEM - reference (m)", shrink=0.8)
     err_ax.set(title="Error map", xticks=[], yticks=[])
+    if blunders is not None:
+        blunder_ax.imshow(blunders, cmap=ListedColormap(["#2166ac", "#d9d9d9", "#b2182b"]), vmin=-1.5, vmax=1.5,
+                          interpolation="nearest")
+    title = "Blunders (|error - median| > 3 NMAD)" + (f": {100 * blunder_share:.2f} %"
+                                                      if blunder_share is not None else "")
+    blunder_ax.set(title=title, xticks=[], yticks=[])
+    blunder_ax.set_xlabel("red: above the reference, blue: below, grey: none")
     return fig
 
 
 def _page(stats, figure):
     rows = [(label, stats.get(key)) for key, label in _LABELS.items()]
     rows += [(f"share within {t} m", v) for t, v in stats.get("fraction_within_m", {}).items()]
+    rows += [(f"DEM cells: {name}", cells) for name, cells in (stats.get("elevation") or {}).get("quality", {}).items()]
     shift = stats.get("shift_m")
     rows.append(("shift to the reference, east / north / up (m; Nuth & Kääb)",
                  " / ".join(f"{shift[k]:.2f}" for k in ("dx", "dy", "dz")) if shift else None))

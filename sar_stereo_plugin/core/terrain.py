@@ -22,9 +22,14 @@ sample is placed at its slant range; consecutive samples form range *segments* o
 Range, in range cells, times rows per line, is a number of pixels. Every fraction is a fraction
 of the image pixels that see the DEM (the union above), the denominator of the simulator's
 statistics too.
+
+:func:`terrain_masks` walks the same lines and says, per pixel, which ones lie in layover or
+shadow: a pixel is flagged where its range cell overlaps a layover or shadow range interval of its
+line. The elevation step drops matches there and flags the ground on its quality layer.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,8 +62,10 @@ def terrain_fractions(model, dem, max_lines=512):
             "seen_pixels": float(seen), "layover_pixels": float(layover), "shadow_pixels": float(shadow)}
 
 
-def _line_extents(view, i0, i1):
-    """Slant range (m) seen, in layover and in shadow, summed over lines i0..i1-1."""
+def _line_segments(view, i0, i1):
+    """Per line i0..i1-1 and segment between consecutive samples: the slant range of each sample
+    (m, 0 where unknown), whether the segment is inside (both ends imaged and lit), facing the
+    sensor (layover) and how many of its ends are hidden (shadow)."""
     m = view.model
     x = view.positions(view.main, view.c_main.size, i0, i1)[0]
     tau, rng, _ = view.doppler_time(x, i0, i1)
@@ -77,9 +84,72 @@ def _line_extents(view, i0, i1):
     both_visible = visible[:, 1:] & visible[:, :-1]
     hidden_ends = (~visible[:, 1:]).astype(float) + (~visible[:, :-1])
     facing = seg & both_visible & (d_range < 0)  # slope towards the sensor steeper than the incidence
+    return r_fill, seg, facing, hidden_ends
+
+
+def _line_extents(view, i0, i1):
+    """Slant range (m) seen, in layover and in shadow, summed over lines i0..i1-1."""
+    r_fill, seg, facing, hidden_ends = _line_segments(view, i0, i1)
+    d_range = np.where(seg, np.diff(r_fill, axis=1), 0.0)
     shadow = (d_range * hidden_ends).sum() / 2.0
     return np.array([_union_length(r_fill[:, :-1], r_fill[:, 1:], seg),
                      _union_length(r_fill[:, :-1], r_fill[:, 1:], facing), shadow])
+
+
+@dataclass
+class TerrainMasks:
+    """Layover and shadow flags of an image's pixels (:func:`terrain_masks`), held per facet line:
+    line ``m`` covers the rows ``(first_index + m) * rows_per_line - 0.5`` up to ``rows_per_line``
+    rows further."""
+
+    layover: np.ndarray  # (lines, cols) bool
+    shadow: np.ndarray
+    first_index: int
+    rows_per_line: int
+
+    def at(self, rows, cols):
+        """(layover, shadow) flags at image points (nearest pixel; False outside the image or at NaN)."""
+        rows, cols = np.broadcast_arrays(np.asarray(rows, np.float64), np.asarray(cols, np.float64))
+        with np.errstate(invalid="ignore"):
+            line = np.floor((rows + 0.5) / self.rows_per_line) - self.first_index
+            col = np.floor(cols + 0.5)
+            ok = (line >= 0) & (line < self.layover.shape[0]) & (col >= 0) & (col < self.layover.shape[1])
+        index = (np.where(ok, line, 0).astype(np.int64), np.where(ok, col, 0).astype(np.int64))
+        return ok & self.layover[index], ok & self.shadow[index]
+
+
+def terrain_masks(model, dem, max_lines=1024):
+    """Which pixels of the image of ``model`` over ``dem`` (path or :class:`Dem`) lie in layover
+    or shadow (:class:`TerrainMasks`): those whose range cell overlaps the range a facing slope
+    covers on their line (layover), or the range of ground hidden behind nearer terrain (shadow).
+    ``max_lines`` bounds the work as in :func:`terrain_fractions`."""
+    dem = open_dem(dem)
+    h_lo, h_hi, h_ref = height_bounds(dem)
+    rows_per_line = max(1, int(math.ceil(model.rows / max_lines)))
+    view = FacetLines(model, dem, h_lo, h_hi, h_ref, rows_per_line, model.sample_spacing_m)
+    masks = np.zeros((2, view.n_lines, model.cols), bool)
+    step = max(1, 2_000_000 // view.c_main.size)
+    for i0 in range(0, view.n_lines, step):
+        i1 = min(i0 + step, view.n_lines)
+        r_fill, seg, facing, hidden_ends = _line_segments(view, i0, i1)
+        col = (r_fill - model.first_sample_range_m) / model.sample_spacing_m
+        for mask, flagged in zip(masks, (facing, seg & (hidden_ends > 0))):
+            mask[i0:i1] = _rasterize(col[:, :-1], col[:, 1:], flagged, model.cols)
+    return TerrainMasks(masks[0], masks[1], int(view.index[0]), rows_per_line)
+
+
+def _rasterize(start, end, keep, cols):
+    """(lines, cols) bool: the pixels of each line whose extent overlaps one of its kept intervals
+    [start, end] (column units, either order)."""
+    lo, hi = np.minimum(start, end)[keep], np.maximum(start, end)[keep]
+    line = np.broadcast_to(np.arange(start.shape[0])[:, None], start.shape)[keep]
+    first = np.clip(np.floor(lo + 0.5), 0, cols).astype(np.int64)  # pixel c spans c - 0.5 .. c + 0.5
+    past = np.clip(np.ceil(hi + 0.5), 0, cols).astype(np.int64)
+    ok = past > first
+    size = start.shape[0] * (cols + 1)
+    steps = (np.bincount(line[ok] * (cols + 1) + first[ok], minlength=size)
+             - np.bincount(line[ok] * (cols + 1) + past[ok], minlength=size))
+    return np.cumsum(steps.reshape(start.shape[0], cols + 1), axis=1)[:, :cols] > 0
 
 
 def _union_length(start, end, keep):

@@ -113,12 +113,12 @@ def tie_points(reference, secondary, ref_model, sec_model, matcher, settings, st
         ds = None
     rr, cc = np.meshgrid(r1.astype(np.float64), c1.astype(np.float64), indexing="ij")
     with np.errstate(invalid="ignore"):
-        keep = np.isfinite(bands[0]) & np.isfinite(bands[1]) & (bands[2] >= matcher.certainty_threshold)
+        keep = np.isfinite(bands[0]) & np.isfinite(bands[1]) & (bands[2] >= matcher.chance_certainty)
     certainty = bands[2][keep]
     threshold = min_certainty
     if threshold is None:
         threshold = float(np.median(certainty)) if certainty.size else 0.0
-    certain = (certainty >= threshold) & (certainty > matcher.certainty_threshold)  # never answers at chance
+    certain = (certainty >= threshold) & (certainty > matcher.chance_certainty)  # never answers at chance
     return rr[keep], cc[keep], bands[0][keep].astype(np.float64), bands[1][keep].astype(np.float64), certainty, certain
 
 
@@ -128,7 +128,8 @@ def match_settings(settings, height, matcher, model):
     size = min(settings.patch_size or matcher.patch_size, model.rows, model.cols)
     overlap = min(matcher.overlap if settings.overlap is None else settings.overlap, size // 2)
     return MatchSettings(patch_size=size, overlap=overlap, height_prior=height,
-                         height_uncertainty_m=settings.height_uncertainty_m, epipolar_band_px=None)
+                         height_uncertainty_m=settings.height_uncertainty_m, epipolar_band_px=None,
+                         consistency_px=0.0)  # the solver rejects inconsistent tie points itself
 
 
 # ---------------------------------------------------------------- helpers

@@ -20,11 +20,15 @@ from qgis.PyQt.QtGui import QColor
 
 STYLES = Path(__file__).resolve().parent / "styles"
 # top to bottom in a run's group: a DEM is multiplied over its hillshade, so nothing sits between them
-ORDER = ("footprints", "tie_points", "matches", "truth", "reference", "secondary", "error", "uncertainty", "count", "dem",
-         "hillshade")
-VISIBLE = ("footprints", "matches", "reference", "dem", "hillshade")  # the others start unticked
+ORDER = ("footprints", "tie_points", "matches", "truth", "reference", "secondary", "quality", "error", "uncertainty",
+         "count", "dem", "hillshade")
+# the others start unticked; the quality layer draws measured cells faintly, so the DEM shows through it
+VISIBLE = ("footprints", "matches", "reference", "quality", "dem", "hillshade")
 NAMES = {"dem": "DEM", "hillshade": "DEM hillshade", "count": "Points per cell",
-         "uncertainty": "Height uncertainty (1σ)", "error": "Error (DEM − reference)"}
+         "uncertainty": "Height uncertainty (1σ)", "error": "Error (DEM − reference)", "quality": "DEM quality"}
+# quality layer: class value -> colour (RGBA); the classes and their names are core.fusion.QUALITY's
+QUALITY_COLOURS = {0: (0, 0, 0, 0), 1: (26, 150, 65, 40), 2: (255, 217, 47, 200), 3: (215, 25, 28, 220),
+                   4: (123, 50, 148, 220), 5: (64, 64, 64, 220)}
 # legend decimals and unit of the elevation products
 LEGEND = {"dem": (0, " m"), "error": (1, " m"), "uncertainty": (1, " m"), "count": (0, "")}
 
@@ -123,6 +127,19 @@ def tie_points(layer):
                                                "outline_style": "no"})
         categories.append(QgsRendererCategory(value, symbol, label))
     layer.setRenderer(QgsCategorizedSymbolRenderer("used", categories))
+    layer.triggerRepaint()
+
+
+def quality(layer):
+    """The quality layer as classes with a legend: measured cells faint green (the DEM shows through),
+    filled yellow, rejected as inconsistent red, layover purple, shadow dark grey, no data clear."""
+    from qgis.core import QgsPalettedRasterRenderer
+
+    from ..core.fusion import QUALITY
+    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*QUALITY_COLOURS[value]), name)
+               for value, name in QUALITY.items() if value]
+    classes.append(QgsPalettedRasterRenderer.Class(0, QColor(*QUALITY_COLOURS[0]), QUALITY[0]))
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
     layer.triggerRepaint()
 
 

@@ -81,12 +81,17 @@ class Matcher:
     any size) and returns one :class:`PatchMatch` per pair, in order. ``patch_size`` and
     ``overlap``: the patch geometry the backend is made for, used where the caller gives none;
     ``certainty_threshold``: the certainty below which its answers are mostly wrong, recorded in
-    the match raster as the elevation step's default."""
+    the match raster as the elevation step's default; ``chance_certainty``: the certainty of
+    answers no better than chance (tie points must beat it); ``consistency_px``: how far (reference
+    pixels) a round trip of its answers, matched there and back, may miss and the answer still be
+    kept (``MatchSettings.consistency_px``'s default)."""
 
     name = "matcher"
     batch_size = 1
     patch_size, overlap = 512, 64
     certainty_threshold = 0.0
+    chance_certainty = 0.0
+    consistency_px = 1.0
 
     def match(self, pairs):
         raise NotImplementedError

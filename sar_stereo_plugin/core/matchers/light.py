@@ -33,9 +33,12 @@ azimuth: on bright foreshortened slopes that average drifts by rows, and the tri
 misclosure test would drop the points. The band has to hold the sensor models' relative azimuth
 error (12 pixels was chosen on validation pairs with a secondary 6 rows off its model); give a wider
 one for less accurate models. Held to the line, wrong answers pass the misclosure test too (pure
-noise, matched near the prior): :attr:`certainty_threshold` 0.05, the elevation step's default for
-this matcher, drops them. Pairs without a prior (or a NaN search radius) are matched over the whole
-window. The figures behind these choices are in docs/RESULTS.md.
+noise, ground the secondary does not see, layover, matched near the prior): :attr:`certainty_threshold`
+0.5, the elevation step's default for this matcher, drops most of them, and the engine's
+forward-backward check with :attr:`consistency_px` 5 the grossly inconsistent rest (the light
+matcher's answers scatter by about half a pixel each way, so a 1-pixel round trip would drop a fifth
+of its right answers). Pairs without a prior (or a NaN search radius) are matched over the whole window. The
+figures behind these choices, made on validation pairs, are in docs/RESULTS.md.
 
 Output: the finest (1/4) flow and certainty logits, sampled bilinearly at every reference pixel
 centre and turned into window pixels with romatch's convention (see :mod:`.roma`): normalised
@@ -271,9 +274,12 @@ class LightMatcher(Matcher):
 
     name = "light"
     patch_size, overlap = 256, 64  # the patch size it was trained on: larger patches match markedly worse
-    # its certainty is trained as the odds of a valid match: below 5 % lie the answers in pure noise
-    # (module doc), which the epipolar band keeps on the line, where the misclosure test cannot see them
-    certainty_threshold = 0.05
+    # its certainty is trained as the odds of a valid match: below one half lie most answers in noise, in
+    # layover and on ground the secondary does not see (module doc), which the epipolar band keeps on the
+    # line, where the misclosure test cannot see them; chosen with consistency_px on validation pairs
+    certainty_threshold = 0.5
+    chance_certainty = 0.05  # the answers in pure noise lie below
+    consistency_px = 5.0
     OPTIONS = ("weights", "weights_dir", "device", "batch_size", "max_side", "flips", "model")
 
     def __init__(self, weights=None, weights_dir=None, device="auto", batch_size=4, max_side=1024, flips=True,

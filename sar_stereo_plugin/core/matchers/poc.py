@@ -33,7 +33,10 @@ Certainty: ``(h - h0) / (1 - h0)`` clipped to [0, 1], ``h`` the fitted peak heig
 band-limited POC surface (1 for windows identical up to a shift), ``h0`` the median peak of
 unrelated windows (white noise, computed once per matcher: about 0.23 for ``window=32``). So 0 means no
 better than chance; simulated pairs with independent 4-look speckle give about 0.2 where they
-match, the same speckle in both images about 1.
+match, the same speckle in both images about 1. The elevation step leaves out answers below
+:attr:`PocMatcher.certainty_threshold` 0.05, and the engine's forward-backward check keeps those
+whose round trip closes within :attr:`PocMatcher.consistency_px` 2 pixels (both chosen on validation
+pairs, docs/RESULTS.md).
 
 No match (NaN) where a grid point's reference or secondary window is less than half valid
 (Hann-weighted) or its reference pixel is no-data, between failed grid points, at reference
@@ -70,6 +73,8 @@ class PocMatcher(Matcher):
 
     name = "poc"
     OPTIONS = ("grid_step", "window", "levels", "batch_size", "workers")
+    certainty_threshold = 0.05  # hardly better than chance below
+    consistency_px = 2.0
 
     def __init__(self, grid_step=4, window=32, levels=None, batch_size=1, workers=1):
         self.grid_step = _int_option("grid_step", grid_step, 1, 64)

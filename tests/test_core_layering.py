@@ -123,7 +123,8 @@ ALLOWED = {
     # stages
     "terrain": {"dem", "facets", "pixels"},
     "pair": {"checks", "dem", "ellipsoid", "errors", "pixels", "stereo", "terrain"},
-    "simulate": {"atomic", "dem", "ellipsoid", "errors", "facets", "flight", "pixels", "products", "progress",
+    "simulate": {"atomic", "checks", "dem", "ellipsoid", "errors", "facets", "flight", "pixels", "products",
+                 "progress",
                  "raster", "sensor", "sicd_model"},
     "matchers": {"atomic", "errors", "pixels"},
     "matching": {"atomic", "checks", "dem", "errors", "matchers", "pixels", "products", "progress", "raster",

@@ -33,7 +33,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .errors import SettingsError, located
+from .errors import RasterError, SarStereoError, SettingsError, located
 
 _TEMP = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)-(?P<token>[0-9a-f]{8})\.(?P<kind>partial|replaced|keeping)"
                    r"(?P<suffix>.*)$")
@@ -74,7 +74,14 @@ def atomic_outputs(*paths):
     held = [t for t in temps if t is not None]
     _GUARDIAN.send("hold", held)
     try:
-        yield temps
+        try:
+            yield temps
+        except OSError as exc:  # a full disk, a folder gone read-only: said of the outputs, not of a temporary
+            if isinstance(exc, SarStereoError):
+                raise
+            what = final_name(exc.filename) if exc.filename else ", ".join(str(f) for f in finals if f is not None)
+            raise RasterError(located(what, "output", f"cannot be written ({exc.strerror or exc}); check the free "
+                                                      "disk space and that the folder is writable")) from None
         pairs = [(tmp, final) for tmp, final in zip(temps, finals) if tmp is not None and tmp.exists()]
         with locked(f.parent for f in finals if f is not None):
             _GUARDIAN.send("commit", token, [[str(t), str(f), os.stat(t).st_ino] for t, f in pairs])
@@ -216,6 +223,9 @@ def _check_kind(out, field, folder):
         st = os.stat(out)
     except FileNotFoundError:
         st = None
+    except NotADirectoryError:
+        raise SettingsError(located(out, field, "a part of its folder path is a file, not a folder; choose another "
+                                                "output path")) from None
     except OSError as exc:
         raise SettingsError(located(out, field, f"cannot be used as an output ({exc.strerror})")) from None
     if st is not None and folder and not stat.S_ISDIR(st.st_mode):

@@ -27,6 +27,7 @@ PRIOR_COVER_WARN = 0.5  # a prior DEM covering less of the image than this is wa
 MAX_SCALE_ERROR = 0.01  # a DEM's CRS may stretch distances at the scene by at most this
 _SAMPLE_SIDE = 512  # pixels a side of the decimated read that judges an image's values
 _GRID = 9  # image points a side where pair geometry is judged
+MIN_PATCH = 16  # the smallest patch matching takes (matching.MIN_PATCH)
 
 
 # ---------------------------------------------------------------- one image and its model
@@ -36,10 +37,13 @@ def matching_inputs(reference, secondary, ref, sec, height, uncertainty, dem, pa
     patch, and amplitude in both (:func:`amplitude`). Returns the prior's (height, warnings)."""
     datasets = [fits(path, model, role) for path, model, role in ((reference, ref, "REFERENCE"),
                                                                   (secondary, sec, "SECONDARY"))]
-    if min(ref.rows, ref.cols) < patch_size:
-        raise GeometryError(located(reference, "REFERENCE", f"is {ref.rows} x {ref.cols} pixels, smaller than a "
-                                                            f"patch ({patch_size} pixels); give a smaller PATCH_SIZE "
-                                                            "or a larger image"))
+    if min(ref.rows, ref.cols) < MIN_PATCH:
+        raise GeometryError(located(reference, "REFERENCE", f"is {ref.rows} x {ref.cols} pixels; matching needs at "
+                                                            f"least {MIN_PATCH} a side"))
+    if patch_size > min(ref.rows, ref.cols):
+        raise GeometryError(located("matching", "PATCH_SIZE", f"{patch_size} pixels is larger than the reference image "
+                                    f"({ref.rows} rows x {ref.cols} columns); give a patch size of at most "
+                                    f"{min(ref.rows, ref.cols)}"))
     height, warnings = prior(ref, sec, height, uncertainty, dem)
     pair(ref, sec, height, reference, secondary)
     for ds, path, role in zip(datasets, (reference, secondary), ("REFERENCE", "SECONDARY")):
@@ -250,11 +254,11 @@ def prior(ref, sec, height, uncertainty, dem=None):
         raise SettingsError(located("matching", "HEIGHT_PRIOR", f"{height}; give a height in metres"))
     reach = [np.isfinite(_ground(ref, h)[0]).mean() for h in (height - uncertainty, height, height + uncertainty)]
     top = _platform_height(ref)
-    if reach[1] < 0.5 and dem is None:
+    if reach[1] == 0 and dem is None:
         raise SettingsError(located("matching", "HEIGHT_PRIOR", f"{height:.0f} m is a height the slant ranges of "
                                                                 f"{ref.source} do not reach (the platform flies at "
                                                                 f"about {top:.0f} m); give the ground's height"))
-    if uncertainty > 0 and max(reach[0], reach[2]) < 0.5:
+    if uncertainty > 0 and max(reach[0], reach[2]) == 0:
         raise SettingsError(located("matching", "HEIGHT_UNCERTAINTY",
                                     f"±{uncertainty:.0f} m around {height:.0f} m reaches heights the slant ranges of "
                                     f"{ref.source} do not (the platform flies at about {top:.0f} m), so the search "
@@ -265,6 +269,14 @@ def prior(ref, sec, height, uncertainty, dem=None):
 def _platform_height(model):
     t = model.row_to_time(np.array([(model.rows - 1) / 2.0]))
     return float(ellipsoid.ecef_to_llh(model.orbit.position(t))[2][0])
+
+
+def terrain_heights(heights, path, field):
+    """Heights that are terrain in metres (as :func:`.dem.open_dem` requires of a DEM it reads)."""
+    finite = heights[np.isfinite(heights)]
+    if finite.size and (finite.min() < -1000.0 or finite.max() > 10000.0):
+        raise RasterError(located(path, field, f"heights {finite.min():g}..{finite.max():g} are not terrain heights in "
+                                               "metres; set the DEM's nodata value or convert it to metres"))
 
 
 # ---------------------------------------------------------------- outputs on a map

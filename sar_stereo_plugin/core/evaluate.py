@@ -155,6 +155,7 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
         heights = np.pad(heights, ((row0, rows - row0 - heights.shape[0]), (col0, cols - col0 - heights.shape[1])),
                          constant_values=np.nan)
     reference = reference_on_grid(reference_dem, ds, grid=(gt, *heights.shape))
+    checks.terrain_heights(reference, reference_dem, "REFERENCE_DEM")
     area = imaged_area(models, gt, wkt, reference) if models else np.isfinite(reference)
     error = heights - reference
     if not area.any() and np.isfinite(error).any():

@@ -53,10 +53,11 @@ def parse_json(text, source, field="<root>", error=SensorModelError):
     try:
         return json.loads(text.lstrip("\ufeff") if isinstance(text, str) else text)
     except json.JSONDecodeError as exc:
-        raise error(located(source, field, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})")
-                    ) from None
+        raise error(located(source, field, f"cannot be read: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                                           f"{exc.msg})")) from None
     except RecursionError:
-        raise error(located(source, field, "JSON nested too deeply to be what it should be")) from None
+        raise error(located(source, field, "cannot be read: JSON nested too deeply to be what it should be")
+                    ) from None
 
 
 def read_json(path, field="file", error=SensorModelError, limit=MAX_TEXT_BYTES):

@@ -10,6 +10,22 @@ from osgeo import gdal
 gdal.UseExceptions()
 
 
+def shared_file(relative):
+    """A file of the real data beside the project (skips the case where it is absent)."""
+    import pytest
+    shared = Path(os.environ.get("SARSTEREO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    path = shared / relative
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+def light_weights():
+    """The light matcher's shipped weights."""
+    import sar_stereo_plugin
+    return Path(sar_stereo_plugin.__file__).parent / "weights" / "light_sar.pth"
+
+
 def model_doc(image):
     """The sensor model (dict) in an image's sidecar."""
     return json.loads(Path(image).with_suffix(".sensor.json").read_text())

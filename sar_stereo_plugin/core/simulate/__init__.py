@@ -83,7 +83,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import pixels
+from .. import checks, pixels
 from ..atomic import SIDECAR, atomic_outputs, check_outputs
 from ..dem import height_bounds, open_dem
 from ..errors import GeometryError, SensorModelError, SimulationCanceled, located
@@ -180,6 +180,7 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
     for model in (ref_model, sec_model):
         _check_overlap(model, dem)
     _check_pair(ref_model, sec_model, dem)
+    checks.pair(ref_model, sec_model, height_bounds(dem)[2])  # two views of one scene from different directions
     rng_texture, rng_ref, rng_sec = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
     h_lo, h_hi, h_ref = height_bounds(dem)

@@ -46,7 +46,7 @@ from ..atomic import atomic_folder, check_outputs
 from ..checks import dataset_files
 from ..dem import height_bounds, open_dem
 from ..errors import DatasetCanceled, DatasetError, GeometryError, located
-from ..inputs import read_json
+from ..inputs import read_json, regular
 from ..matching import MatchSettings, plan_pair
 from ..products import read_sensor_model
 from ..progress import Progress
@@ -389,6 +389,7 @@ def load_manifest(folder):
 def load_sample(folder, entry):
     """The arrays of one sample (a dict; see :func:`build_dataset`) from its manifest ``entry``."""
     path = Path(folder) / entry["file"]
+    regular(path, "file", DatasetError)  # np.load would wait forever on a FIFO
     try:
         with np.load(path) as data:
             return {key: data[key] for key in data.files}

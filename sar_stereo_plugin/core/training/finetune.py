@@ -308,7 +308,7 @@ class _Run:
         torch.nn.utils.clip_grad_norm_(self.backend.model.parameters(), self.settings.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        return loss.item(), dict(parts, valid_px=float(valid.sum()))
+        return loss.item(), dict(parts, valid_px=float((valid & torch.isfinite(warp).all(-1)).sum()))
 
     def _record(self, loss, parts):
         """The step's loss, averaged over the ranks, into the log every ``log_every`` steps."""
@@ -341,6 +341,9 @@ class _Run:
     def _checkpoint(self):
         """After each epoch (and the last step): validate, snapshot, ``last.pth``; else every ``save_every``."""
         step, spe = self.step, self.spe
+        if step % spe == 0 or step == self.total or (self.settings.save_every and step % self.settings.save_every == 0):
+            # never a checkpoint, a snapshot or weights of a run that diverged or saw no valid pixel
+            health.check_run(self.first_loss, self.loss, self.valid_pixels, self.data.folder / "manifest.json")
         if step % spe == 0 or step == self.total:
             self.validation = self._validate() or self.validation
             if step % spe == 0 and self.settings.epoch_checkpoints:
@@ -378,8 +381,6 @@ class _Run:
     def finish(self):
         """Rank 0's BatchNorm statistics everywhere, the checksums, the deployable weights; the result."""
         model = self.backend.model
-        if self.step > self.first_step:
-            health.check_run(self.first_loss, self.loss, self.valid_pixels, self.data.folder / "manifest.json")
         self.dist.sync_buffers(model)
         sums = self.dist.gather(model_checksum(model))
         seconds = time.perf_counter() - self.start

@@ -79,7 +79,8 @@ def atomic_outputs(*paths):
         except OSError as exc:  # a full disk, a folder gone read-only: said of the outputs, not of a temporary
             if isinstance(exc, SarStereoError):
                 raise
-            what = final_name(exc.filename) if exc.filename else ", ".join(str(f) for f in finals if f is not None)
+            what = final_name(exc.filename) if exc.filename else ", ".join(
+                str(final_name(f)) for f in finals if f is not None)
             raise RasterError(located(what, "output", f"cannot be written ({exc.strerror or exc}); check the free "
                                                       "disk space and that the folder is writable")) from None
         pairs = [(tmp, final) for tmp, final in zip(temps, finals) if tmp is not None and tmp.exists()]

@@ -4,10 +4,9 @@ import json
 import shutil
 
 import numpy as np
-from osgeo import gdal
-
 import tools as t
 from harness import case
+from osgeo import gdal
 
 
 def core():

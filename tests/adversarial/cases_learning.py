@@ -7,7 +7,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-
 import tools as t
 from harness import case
 
@@ -38,7 +37,8 @@ def _foreign_kept(ctx, answer):
     if problem:
         return problem
     notes = ctx / "dataset" / "NOTES.txt"
-    kept = notes.is_file() and notes.read_text() == "my notes" and (ctx / "dataset" / "my_checkpoints" / "a.pth").is_file()
+    checkpoint = ctx / "dataset" / "my_checkpoints" / "a.pth"
+    kept = notes.is_file() and notes.read_text() == "my notes" and checkpoint.is_file()
     return None if kept else "the user's NOTES.txt or my_checkpoints/ went with the old dataset"
 
 
@@ -321,8 +321,10 @@ def remove_file(ctx):
     return deps(ctx, ctx / "ref.tif", ACTION=2)
 
 
-@case("installdeps", "Check an install whose packages are gone", refuse=r"torch|import|install|check")
-def check_broken(ctx):
-    (ctx / "deps").mkdir()
+@case("installdeps", "Remove an install (its manifest and packages)", succeed=lambda ctx, a: None if not (
+    ctx / "deps").exists() else "the install is still there", changes=("deps",))
+def remove_install(ctx):
+    (ctx / "deps" / "torch").mkdir(parents=True)
+    (ctx / "deps" / "torch" / "__init__.py").write_text("")
     (ctx / "deps" / "sarstereo_deps.json").write_text(json.dumps({"torch": "torch==2.13.0+cpu"}))
-    return deps(ctx, ctx / "deps", ACTION=1)
+    return deps(ctx, ctx / "deps", ACTION=2)

@@ -4,10 +4,9 @@ import json
 import shutil
 
 import numpy as np
-from osgeo import gdal
-
 import tools as t
 from harness import case
+from osgeo import gdal
 
 POC = 2  # the MATCHER enum index of POC
 
@@ -273,7 +272,8 @@ def prior_dem_elsewhere(ctx):
 
 @case("matchpair", "a PRIOR_DEM covering a small part of the scene", warn=r"PRIOR_DEM.*cover")
 def prior_dem_partial(ctx):
-    return match(ctx, PRIOR_DEM=t.crop_dem(ctx / "dem.tif", ctx / "west_dem.tif", fraction_west=0.42))
+    lon = np.median([g.GCPX for g in gdal.Open(str(ctx / "ref.tif")).GetGCPs()])
+    return match(ctx, PRIOR_DEM=t.crop_dem(ctx / "dem.tif", ctx / "west_dem.tif", east_lon=lon - 0.001))
 
 
 @case("matchpair", "HEIGHT_UNCERTAINTY beyond what the range can reach", refuse=r"HEIGHT_UNCERTAINTY")

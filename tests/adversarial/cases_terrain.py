@@ -4,10 +4,9 @@ import json
 import shutil
 
 import numpy as np
-from osgeo import gdal
-
 import tools as t
 from harness import case
+from osgeo import gdal
 
 
 def elevation(ctx, **params):
@@ -91,7 +90,8 @@ def same_outputs(ctx):
     return elevation(ctx, COUNT_OUTPUT=ctx / "out.tif")
 
 
-@case("generateelevation", "UNCERTAINTY_OUTPUT is a folder (found before the work)", refuse=r"UNCERTAINTY_OUTPUT.*folder")
+@case("generateelevation", "UNCERTAINTY_OUTPUT is a folder (found before the work)",
+      refuse=r"UNCERTAINTY_OUTPUT.*folder")
 def uncertainty_folder(ctx):
     (ctx / "out_unc.tif").mkdir()
     return elevation(ctx)
@@ -102,8 +102,8 @@ def report_folder_blocked(ctx):
     return elevation(ctx, REFERENCE_DEM=ctx / "dem.tif", REPORT=ctx / "ref.tif" / "report.json")
 
 
-@case("generateelevation", "the disk fills up after the DEM is written", refuse=r"cannot be written|disk|File too large",
-      timeout=120)
+@case("generateelevation", "the disk fills up after the DEM is written",
+      refuse=r"cannot be written|disk|File too large", timeout=120)
 def disk_full(ctx):
     limit = (ctx / "elev.tif").stat().st_size + 2048  # the DEM fits, the report's figure does not
     return ctx.isolated(f"""

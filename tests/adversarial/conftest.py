@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-OUTCOMES = []  # (case id, algorithm, category, detail), in run order
+from harness import OUTCOMES
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +15,14 @@ def mini_set(tmp_path_factory):
     """A 96 x 96 pair over the embedded Jacksboro DEM: ref.tif, sec.tif (with sidecars), gt.tif,
     dem.tif (the DEM, EPSG:4326), matches.tif (POC), elev.tif with count.tif and unc.tif, and
     dataset/ (64-pixel patches, all in the train split)."""
-    from sar_stereo_plugin.core import FlightDesign, MatchSettings, create_matcher, generate_elevation, match_pair
-    from sar_stereo_plugin.core import simulate_pair
+    from sar_stereo_plugin.core import (
+        FlightDesign,
+        MatchSettings,
+        create_matcher,
+        generate_elevation,
+        match_pair,
+        simulate_pair,
+    )
     from sar_stereo_plugin.core.dem import load_default_dem
     from sar_stereo_plugin.core.training.dataset import build_dataset
     d = tmp_path_factory.mktemp("mini")

@@ -35,6 +35,7 @@ CATEGORIES = ("data loss", "input modified", "raw traceback", "crash/hang", "sil
 ROOT = Path(__file__).resolve().parents[2]
 TEMPORARY = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.(partial|replaced|keeping)")
 CASES = []
+OUTCOMES = []  # (case id, algorithm, category, detail), in run order: what the summary prints
 _TRACEBACK = "Traceback (most recent call last)"
 
 

@@ -2,15 +2,13 @@
 naming the file and field, warned about, or right; never an input written, data lost, a raw
 traceback, a crash or hang, or a wrong result in silence (see harness.py)."""
 
-import pytest
-
 import cases_api  # noqa: F401 - the modules register their cases
 import cases_learning  # noqa: F401
 import cases_matching  # noqa: F401
 import cases_pair  # noqa: F401
 import cases_terrain  # noqa: F401
-from conftest import OUTCOMES
-from harness import CASES, judge
+import pytest
+from harness import CASES, OUTCOMES, judge
 
 
 def test_corpus_is_large_and_covers_every_algorithm():

@@ -110,13 +110,13 @@ def copy_raster(src, dst, **options):
     return Path(dst)
 
 
-def crop_dem(src, dst, fraction_west=None, shift_deg=None):
-    """A copy of a geographic DEM: its western ``fraction_west`` only, or moved by ``shift_deg`` (lon)."""
+def crop_dem(src, dst, east_lon=None, shift_deg=None):
+    """A copy of a geographic DEM: the part west of ``east_lon`` only, or moved by ``shift_deg`` (lon)."""
     ds = gdal.Open(str(src))
     gt = list(ds.GetGeoTransform())
     data = ds.GetRasterBand(1).ReadAsArray()
-    if fraction_west is not None:
-        data = data[:, :max(2, int(data.shape[1] * fraction_west))]
+    if east_lon is not None:
+        data = data[:, :max(2, int((east_lon - gt[0]) / gt[1]))]
     if shift_deg is not None:
         gt[0] += shift_deg
     return raster(dst, data, gt, ds.GetProjection())

@@ -32,6 +32,7 @@ def main(argv=None):
     p.add_argument("--kill", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default="", help="comma-separated algorithms")
+    p.add_argument("--late", action="store_true", help="kill in the last 40 %% of the run, where outputs are written")
     a = p.parse_args(argv)
     only = set(filter(None, a.only.split(",")))
     rng = random.Random(a.seed)
@@ -58,7 +59,7 @@ def main(argv=None):
                 print(f"| {name} | {a.concurrency} | {outcomes['ok']} | {outcomes['later failed']} | "
                       f"{len(problems)}{': ' + problems[0] if problems else ''} |")
         if a.kill:
-            print("\n| kill -9 at a random moment | trials | killed before any output | killed with its outputs in "
+            print(f"\n| kill -9 at a random moment{' of the last 40 %' if a.late else ''} | trials | killed before any output | killed with its outputs in "
                   "place | had finished | failures | run (s) |\n|---|---|---|---|---|---|---|")
             for name in LONG:
                 if only and name not in only:
@@ -66,7 +67,8 @@ def main(argv=None):
                 seconds, complete = trials.duration(name, base, scratch)
                 outcomes, problems = Counter(), []
                 for _ in range(a.kill):
-                    ok, detail, _ = trials.kill_trial(name, base, scratch, rng.uniform(0.0, seconds), complete)
+                    at = rng.uniform(0.6 * seconds, seconds) if a.late else rng.uniform(0.0, seconds)
+                    ok, detail, _ = trials.kill_trial(name, base, scratch, at, complete)
                     outcomes[detail if ok else "failed"] += 1
                     if not ok:
                         problems.append(detail)

@@ -38,6 +38,8 @@ from .errors import RasterError, SarStereoError, SettingsError, located
 _TEMP = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)-(?P<token>[0-9a-f]{8})\.(?P<kind>partial|replaced|keeping)"
                    r"(?P<suffix>.*)$")
 SIDECAR = ".sensor.json"  # the sensor-model sidecar beside an image (products.sidecar_path)
+# files a library writes beside the one it is asked for: GDAL's statistics, SQLite's journals (GeoPackage)
+COMPANIONS = (".aux.xml", "-journal", "-wal", "-shm")
 
 
 def temporary_name(path, kind="partial", token=None):
@@ -90,8 +92,8 @@ def atomic_outputs(*paths):
                 os.replace(tmp, final)
     finally:
         for tmp in held:
-            _remove(tmp)
-            _remove(tmp.with_name(tmp.name + ".aux.xml"))  # GDAL's statistics sidecar
+            for path in (tmp, *(tmp.with_name(tmp.name + c) for c in COMPANIONS)):
+                _remove(path)
         _GUARDIAN.send("release", held, token)
 
 
@@ -341,7 +343,7 @@ for old, (final, keep) in restores.items():  # killed while swapping folders: no
     for fd in fds:
         os.close(fd)
     held.add(old)
-for path in held:
+for path in [p + c for p in held for c in ("", ".aux.xml", "-journal", "-wal", "-shm")]:
     if not TEMP.match(os.path.basename(path)):
         continue
     try:

@@ -200,6 +200,28 @@ def flight_below(ctx):
                    altitude_m=1000.0, incidence_deg=40.0, rows=16, cols=16)
 
 
+@case("api", "the core imported in a fresh interpreter: no PROJ data warning", succeed=lambda ctx, a: next(
+    (m for m in a.messages if "PROJ" in m or "proj.db" in m), None))
+def import_quiet(ctx):
+    return ctx.isolated("""
+        import sar_stereo_plugin.core
+        from pyproj import CRS
+        return CRS("EPSG:32616").name""")
+
+
+@case("api", "the light matcher where PyTorch is missing: how to install it", refuse=r"sarstereo:installdeps")
+def light_without_torch(ctx):
+    return ctx.isolated("""
+        import importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("torch", "romatch", "torchvision"):
+                    raise ImportError("blocked " + name)
+        sys.meta_path.insert(0, Block())
+        from sar_stereo_plugin.core import create_matcher
+        return create_matcher("light")""")
+
+
 # ---------------------------------------------------------------- settings
 @case("api", "MatchSettings with a NaN height prior", refuse=r"HEIGHT_PRIOR")
 def settings_nan_prior(ctx):

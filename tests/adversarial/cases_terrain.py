@@ -115,6 +115,17 @@ def disk_full(ctx):
                                   error_output=D / "out_err.tif", report=D / "out.json")""")
 
 
+@case("generateelevation", "REPORT in a read-only folder (run as another user): no DEM either",
+      refuse=r"REPORT.*(writable|permission|denied)", timeout=120)
+def report_read_only(ctx):
+    _read_only_folder(ctx)
+    return ctx.isolated("""
+        from sar_stereo_plugin.core import generate_elevation
+        return generate_elevation(D / "matches.tif", D / "out.tif", count_output=D / "out_count.tif",
+                                  reference_dem=D / "dem.tif", error_output=D / "out_err.tif",
+                                  report=D / "ro" / "out.json")""", nobody=True)
+
+
 @case("generateelevation", "RESOLUTION of 10 000 km", either=r"RESOLUTION", check=lambda ctx, a: None)
 def resolution_huge(ctx):
     return elevation(ctx, RESOLUTION=1e7)
@@ -315,6 +326,23 @@ def error_folder(ctx):
 @case("evaluatedem", "REPORT in a folder that cannot be made: no error map either", refuse=r"REPORT.*folder")
 def report_folder_blocked(ctx):
     return evaluate(ctx, REPORT=ctx / "ref.tif" / "rep.json")
+
+
+def _read_only_folder(ctx):
+    """A folder the user nobody cannot write into (and one for the rest he can)."""
+    import os
+    os.chmod(ctx.d, 0o777)
+    (ctx / "ro").mkdir(mode=0o755)
+    return ctx / "ro"
+
+
+@case("evaluatedem", "REPORT in a read-only folder (run as another user): no error map either",
+      refuse=r"REPORT.*(writable|permission|denied)", timeout=120)
+def report_read_only(ctx):
+    _read_only_folder(ctx)
+    return ctx.isolated("""
+        from sar_stereo_plugin.core import evaluate_dem
+        return evaluate_dem(D / "elev.tif", D / "dem.tif", D / "err.tif", D / "ro" / "rep.json")""", nobody=True)
 
 
 @case("evaluatedem", "the disk fills up between the error map and the report", refuse=r"cannot be written|disk|large",

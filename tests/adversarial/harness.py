@@ -24,9 +24,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,20 +145,30 @@ class Ctx:
         answer.warnings = list(getattr(answer.value, "warnings", None) or [])
         return answer
 
-    def isolated(self, code, timeout=60, memory_gb=4, qgis=False):
+    def isolated(self, code, timeout=60, memory_gb=4, qgis=False, nobody=False):
         """Run Python ``code`` (the core API, or processing with ``qgis``) in a fresh interpreter
-        limited to ``memory_gb`` and ``timeout`` seconds; its last stdout line is JSON
-        {"value"|"error"|"raw"|"warnings"} written by the wrapper."""
+        limited to ``memory_gb`` and ``timeout`` seconds (with ``nobody`` as the user nobody, for
+        whom folders can be read-only); its last stdout line is JSON {"value"|"error"|"raw"|
+        "warnings"} written by the wrapper."""
         self._start()
         script = _ISOLATED_QGIS if qgis else _ISOLATED_API
         body = script.replace("BODY", textwrap.indent(textwrap.dedent(code), "    "))
         env = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen", "CASE_DIR": str(self.d)}
         limit = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory_gb << 30}, {memory_gb << 30}))\n"
+        scratch = tempfile.mkdtemp(prefix="sarstereo-case-") if nobody else None
+        if nobody:  # nobody's matplotlib cache, and a way through the case folder's parents
+            os.chmod(scratch, 0o777)
+            env.update(HOME=scratch, MPLCONFIGDIR=scratch)
         try:
-            out = subprocess.run([sys.executable, "-c", limit + body], capture_output=True, text=True,
-                                 timeout=timeout, env=env, cwd=str(self.d))
+            with _traversable(self.d if nobody else None):
+                out = subprocess.run([sys.executable, "-c", limit + body], capture_output=True, text=True,
+                                     timeout=timeout, env=env, cwd=str(self.d),
+                                     preexec_fn=_become_nobody if nobody else None)
         except subprocess.TimeoutExpired:
             return Answer(crashed=f"no answer within {timeout} s (hang)")
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
         lines = out.stdout.strip().splitlines()
         if out.returncode < 0 or not lines or not lines[-1].startswith("{"):
             tail = (out.stderr.strip().splitlines() or [""])[-1]
@@ -163,10 +176,31 @@ class Ctx:
         doc = json.loads(lines[-1])
         raw = doc.get("raw", False) or _TRACEBACK in doc.get("error", "")
         answer = Answer(value=doc.get("value"), error_text=doc.get("error", ""), raw=raw,
-                        warnings=doc.get("warnings", []), messages=doc.get("messages", []))
+                        warnings=doc.get("warnings", []), messages=doc.get("messages", []) + out.stderr.splitlines())
         if answer.error_text:
             answer.error = RuntimeError(answer.error_text)
         return answer
+
+
+@contextmanager
+def _traversable(folder):
+    """Let other users pass through ``folder``'s parents (pytest makes them 0700) while inside."""
+    changed = []
+    try:
+        for parent in ([] if folder is None else list(Path(folder).parents)[::-1] + [Path(folder)]):
+            mode = parent.stat().st_mode & 0o777
+            if not mode & 0o001:
+                os.chmod(parent, mode | 0o001)
+                changed.append((parent, mode))
+        yield
+    finally:
+        for parent, mode in reversed(changed):
+            os.chmod(parent, mode)
+
+
+def _become_nobody():
+    os.setgid(65534)
+    os.setuid(65534)
 
 
 def _param(value):

@@ -162,8 +162,12 @@ def snapshot(folder):
 
 
 def temporaries(folder):
-    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob(".*")
-                  if any(m in p.name for m in TEMP_MARKERS))
+    """Temporaries anywhere under ``folder`` (a guardian may be removing them meanwhile)."""
+    found = []
+    for root, dirs, files in os.walk(folder, onerror=lambda exc: None):
+        found += [os.path.relpath(os.path.join(root, n), folder) for n in dirs + files
+                  if n.startswith(".") and any(m in n for m in TEMP_MARKERS)]
+    return sorted(found)
 
 
 # ---------------------------------------------------------------- concurrency
@@ -188,6 +192,8 @@ def outputs_of(name, folder):
         path = folder / rel
         if not path.is_file():
             found[rel] = None
+        elif path.suffix == ".pth":  # training is not bitwise repeatable: whole, or not
+            found[rel] = "whole" if _opens(path) else "damaged"
         elif path.suffix == ".json":  # a report records how long the run took
             found[rel] = json.dumps(_timeless(json.loads(path.read_text())), sort_keys=True)
         else:
@@ -260,10 +266,10 @@ def duration(name, base, scratch):
     return seconds, complete
 
 
-def kill_trial(name, base, scratch, at, complete):
+def kill_trial(name, base, scratch, at, complete=None):
     """Kill the job ``at`` seconds after its start: (ok, detail, whether it was still running).
-    Afterwards its outputs are all absent, or all there and equal to a run to the end
-    (``complete``): never a part of the group, never a temporary or another file that opens."""
+    Afterwards its outputs are all absent, or all there and whole: never a part of the group, never
+    a temporary or another file that opens."""
     folder = copy_set(base, scratch, name)
     before = snapshot(folder)
     proc = start(name, folder)
@@ -277,11 +283,15 @@ def kill_trial(name, base, scratch, at, complete):
         time.sleep(0.05)
     after = snapshot(folder)
     problems = []
-    found = outputs_of(name, folder)
-    written = found is not None and (not isinstance(found, dict) or "manifest" in found
-                                      or any(v is not None for v in found.values()))
-    if written and found != complete:
-        problems.append(f"a partial or different result after the kill: {found}")
+    present = [rel for rel in JOBS[name][1] if (folder / rel).exists()]
+    written = bool(present)
+    if present and len(present) < len(JOBS[name][1]):
+        problems.append(f"a part of the group after the kill: {present}")
+    elif present:  # all there: each whole (a dataset: its manifest's samples all load)
+        damaged = [rel for rel in present if not (_dataset_whole(folder / rel) if rel == "o_dataset"
+                                                  else _opens(folder / rel))]
+        if damaged:
+            problems.append(f"damaged outputs after the kill: {damaged}")
     outputs = set(JOBS[name][1]) | set(RESUMABLE.get(name, ()))
     new = [p for p in after if p not in before and not any(p == o or p.startswith(o + "/") for o in outputs)]
     looking_valid = [p for p in new if _opens(folder / p)]
@@ -299,6 +309,13 @@ def kill_trial(name, base, scratch, at, complete):
     return not problems, "; ".join(problems) or state, running
 
 
+def _dataset_whole(folder):
+    try:
+        return outputs_of("builddataset", folder.parent) is not None
+    except Exception:  # noqa: BLE001 - a sample that does not load
+        return False
+
+
 def _opens(path):
     """Whether a file opens as what it claims to be (a raster, an archive, JSON)."""
     from osgeo import gdal
@@ -310,8 +327,10 @@ def _opens(path):
             import zipfile
             with zipfile.ZipFile(path) as z:
                 return z.testzip() is None
+        if path.suffix == ".html":
+            return path.read_text(errors="replace").rstrip().endswith("</html>")
         gdal.UseExceptions()
-        return gdal.Open(str(path)) is not None
+        return gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_VECTOR) is not None
     except Exception:  # noqa: BLE001 - any failure: it does not look valid
         return False
 

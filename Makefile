@@ -31,7 +31,8 @@ SITE := $(abspath $(VENV))/lib/python3.11/site-packages
 QGIS_ENV := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(abspath $(PROFILE)) PYTHONPATH=$(SITE)
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 
-.PHONY: setup apt test stage package deploy process bench demo figure compare refine-cases train-light gui-shots clean
+.PHONY: setup apt test stage package deploy process bench demo figure compare refine-cases train-light gui-shots clean \
+  adversarial-summary adversarial-trials
 
 setup: apt $(STAMP) sar_stereo_plugin/resources_rc.py
 
@@ -83,6 +84,21 @@ process: stage
 	@ln -sfn $(abspath $(STAGE)) $(PROFILE)/profiles/default/python/plugins/sar_stereo_plugin
 	@$(VPY) scripts/enable_plugin.py $(PROFILE)/profiles/default/QGIS/QGIS3.ini
 	$(QGIS_ENV) /usr/bin/qgis_process.bin $(ARGS)
+
+# The adversarial corpus (tests/adversarial, also part of `make test`): every case run, then the table of
+# cases by outcome (data loss, input modified, raw traceback, crash/hang, silent wrong result, unclear
+# message, clean) and by algorithm; LIST=1 also lists the cases that did not come out clean.
+ADVERSARIAL := build/adversarial/outcomes.json
+adversarial-summary: setup
+	@mkdir -p build/adversarial && rm -f $(ADVERSARIAL)
+	-SARSTEREO_ADVERSARIAL_REPORT=$(abspath $(ADVERSARIAL)) QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q \
+	  -p no:cacheprovider tests/adversarial/test_corpus.py
+	@$(VPY) scripts/adversarial_summary.py $(ADVERSARIAL) $(if $(LIST),--list)
+
+# Two jobs on one output path (10 trials each) and kill -9 at a random moment of each long algorithm
+# (20 trials each), as tables; about 25 minutes on two cores.
+adversarial-trials: setup
+	$(VPY) scripts/adversarial_trials.py --concurrency 10 --kill 20 $(ARGS)
 
 bench: setup
 	$(VPY) benchmarks/run.py

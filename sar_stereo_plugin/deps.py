@@ -76,6 +76,17 @@ def activate(folder):
     return True
 
 
+def refuse_foreign(folder):
+    """Refuse to replace or remove a folder that is not an install of ours (a user's folder that
+    SARSTEREO_DEPS_DIR points to by mistake): it must be missing, empty, or hold our manifest."""
+    folder = Path(folder)
+    if folder.is_file() or (folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).is_file()
+                            and not (folder / REMOVE_MARKER).exists()):
+        raise MatcherUnavailable(f"{folder}: field 'SARSTEREO_DEPS_DIR': holds files that are not an install of "
+                                 f"this plugin (no {MANIFEST}); nothing was changed: point SARSTEREO_DEPS_DIR at a "
+                                 "new or empty folder, or unset it")
+
+
 def installed(folder):
     """The manifest of the install in ``folder`` (dict), or None."""
     try:
@@ -257,6 +268,7 @@ def install(folder, build=0, index=None, progress=None, is_canceled=None, log=pr
     index for the third build. Raises MatcherUnavailable on failure, Canceled on cancel; in both
     cases ``folder`` is left as it was."""
     folder = Path(folder)
+    refuse_foreign(folder)
     steps = Progress(progress, is_canceled, Canceled, "installation canceled; the previous state is unchanged")
     torch_spec, torch_index = torch_requirement(build, index)
     env = _environment()
@@ -355,6 +367,7 @@ def remove(folder):
         sys.path.remove(str(folder))
     if not folder.exists():
         return True
+    refuse_foreign(folder)
     shutil.rmtree(folder, ignore_errors=True)
     if not folder.exists():
         return True

@@ -96,19 +96,20 @@ def test_core_imports_without_qgis():
 
 
 # ---------------------------------------------------------------- layers inside the core
-FOUNDATIONS = {"errors", "progress", "pixels", "atomic", "ellipsoid"}
+FOUNDATIONS = {"errors", "progress", "pixels", "atomic", "inputs", "ellipsoid"}
 # module (top-level name inside core) -> the core modules it may import
 ALLOWED = {
     # foundations
-    "errors": set(), "pixels": set(), "atomic": set(), "ellipsoid": set(), "progress": {"errors"},
+    "errors": set(), "pixels": set(), "ellipsoid": set(), "progress": {"errors"},
+    "atomic": {"errors"}, "inputs": {"errors"},  # outputs never over inputs; inputs read bounded
     # geometry and I/O
     "orbit": {"errors"},
     "rangedoppler": {"ellipsoid"},
-    "raster": {"atomic", "errors", "pixels"},
-    "dem": {"errors", "pixels", "raster"},
+    "raster": {"atomic", "errors", "inputs", "pixels"},
+    "dem": {"errors", "inputs", "pixels", "raster"},
     "corrections": {"errors"},
     # sicd_model: the second kind of sensor model, which sensor loads (on use) for schema /2, kind sicd
-    "sensor": {"corrections", "dem", "ellipsoid", "errors", "orbit", "rangedoppler", "sicd_model"},
+    "sensor": {"corrections", "dem", "ellipsoid", "errors", "inputs", "orbit", "rangedoppler", "sicd_model"},
     "sicd_doc": {"ellipsoid", "errors"},
     "sicd_model": {"ellipsoid", "errors", "rangedoppler", "sensor", "sicd_doc"},
     "stereo": {"ellipsoid", "rangedoppler"},
@@ -116,25 +117,30 @@ ALLOWED = {
     "flight": {"ellipsoid", "errors", "sensor"},
     "facets": {"ellipsoid", "errors"},
     "fusion": set(),
-    "products": {"atomic", "ellipsoid", "errors", "progress", "raster", "sensor", "sicd_doc", "sicd_model"},
+    "products": {"atomic", "ellipsoid", "errors", "inputs", "progress", "raster", "sensor", "sicd_doc",
+                 "sicd_model"},
+    # the plausibility checks every stage calls at its entry point
+    "checks": {"dem", "ellipsoid", "errors", "pixels", "raster", "stereo"},
     # stages
     "terrain": {"dem", "facets", "pixels"},
-    "pair": {"dem", "ellipsoid", "errors", "pixels", "stereo", "terrain"},
-    "simulate": {"atomic", "dem", "ellipsoid", "errors", "facets", "flight", "pixels", "products", "progress",
+    "pair": {"checks", "dem", "ellipsoid", "errors", "pixels", "stereo", "terrain"},
+    "simulate": {"atomic", "checks", "dem", "ellipsoid", "errors", "facets", "flight", "pixels", "products",
+                 "progress",
                  "raster", "sensor", "sicd_model"},
     "matchers": {"atomic", "errors", "pixels"},
-    "matching": {"dem", "errors", "matchers", "pixels", "products", "progress", "raster", "stereo"},
+    "matching": {"atomic", "checks", "dem", "errors", "matchers", "pixels", "products", "progress", "raster",
+                 "stereo"},
     "report": {"atomic"},
-    "evaluate": {"coregistration", "errors", "pixels", "products", "raster", "report"},
-    "elevation": {"atomic", "dem", "errors", "evaluate", "fusion", "products", "progress", "raster", "stereo",
-                  "terrain"},
+    "evaluate": {"atomic", "checks", "coregistration", "errors", "pixels", "products", "raster", "report"},
+    "elevation": {"atomic", "checks", "dem", "errors", "evaluate", "fusion", "inputs", "products", "progress",
+                  "raster", "report", "stereo", "terrain"},
     "tiepoints": {"corrections", "errors", "matching", "raster", "stereo"},
     "refine": {"corrections", "errors", "ellipsoid", "stereo"},
     "refine_report": set(),
     "refine_pair": {"atomic", "dem", "errors", "matchers", "products", "progress", "raster", "refine",
                     "refine_report", "stereo", "tiepoints", "sensor"},
-    "training": {"atomic", "dem", "ellipsoid", "errors", "evaluate", "matchers", "matching", "pixels", "products",
-                 "progress", "stereo"},
+    "training": {"atomic", "checks", "dem", "ellipsoid", "errors", "evaluate", "inputs", "matchers", "matching",
+                 "pixels", "products", "progress", "stereo"},
 }
 
 

@@ -10,6 +10,7 @@ from pyproj import CRS, Transformer
 from scipy.ndimage import map_coordinates
 
 from .errors import RasterError, located
+from .inputs import regular
 from .pixels import from_gdal, inside, to_gdal
 
 gdal.UseExceptions()
@@ -20,6 +21,7 @@ class Dem:
 
     def __init__(self, path):
         self.path = str(path)
+        regular(self.path, "DEM", RasterError)
         try:
             ds = gdal.Open(self.path)
         except RuntimeError as exc:
@@ -34,7 +36,10 @@ class Dem:
             raise RasterError(f"{self.path}: field 'geotransform': rotated grids are not supported; "
                               "warp the DEM to a north-up grid with gdalwarp first")
         band = ds.GetRasterBand(1)
-        heights = band.ReadAsArray().astype(np.float64)
+        try:
+            heights = band.ReadAsArray().astype(np.float64)
+        except (RuntimeError, AttributeError) as exc:  # a damaged file; AttributeError: GDAL gave None
+            raise RasterError(located(self.path, "band 1", f"cannot be read ({exc}); the file is damaged")) from None
         nodata = band.GetNoDataValue()
         if nodata is not None:
             heights[heights == nodata] = np.nan

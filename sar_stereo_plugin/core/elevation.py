@@ -60,7 +60,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
@@ -68,11 +67,13 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 from scipy import ndimage
 
-from .atomic import atomic_file, atomic_outputs
+from . import checks
+from .atomic import atomic_file, atomic_outputs, check_outputs
 from .dem import Dem, open_dem
 from .errors import ElevationCanceled, GeometryError, RasterError, SettingsError, located
 from .evaluate import MAX_CELLS, evaluate_dem
 from .fusion import QUALITY, cell_medians, class_counts, classify, disagreeing
+from .inputs import parse_json
 from .products import read_pair_models
 from .progress import Progress
 from .raster import (
@@ -80,9 +81,12 @@ from .raster import (
     ROUND_TRIP_BAND,
     SECONDARY_SENSOR_ITEM,
     SENSOR_ITEM,
+    gcp_height,
     open_raster,
+    read_block,
     write_geotiff,
 )
+from .report import report_siblings
 from .stereo import height_sensitivity, look_angles, misclosure_px, triangulate
 from .terrain import terrain_masks
 
@@ -96,6 +100,7 @@ FLOOR_PX = 0.5  # the neighbourhood's standard deviation is never taken below th
 ROUND_TRIP_SAMPLE = 200_000  # pixels rejected by the forward-backward check placed on the quality layer
 TERRAIN_FILL_CELLS = 20  # how far this DEM is extended to tell layover and shadow without a prior DEM
 TERRAIN_SMOOTH_CELLS = 2.0  # and how much it is smoothed first (Gaussian std, cells)
+MAX_DROPPED = 0.2  # beyond this share of usable matches failing MAX_RESIDUAL, the run warns
 _NICE = (1.0, 2.0, 2.5, 5.0, 10.0)
 
 
@@ -214,8 +219,14 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     start = time.perf_counter()
     settings = settings or ElevationSettings()
     settings.validate()
+    error_output = error_output if reference_dem is not None else None
+    pages = report_siblings(report) if report else (None, None)
+    check_outputs({"OUTPUT": output, "COUNT_OUTPUT": count_output, "UNCERTAINTY_OUTPUT": uncertainty_output,
+                   "ERROR_OUTPUT": error_output, "REPORT": report, "REPORT (its figure)": pages[0],
+                   "REPORT (its page)": pages[1]}, {"MATCHES": matches, "REFERENCE_DEM": reference_dem})
     steps = Progress(progress, is_canceled, ElevationCanceled, "elevation: canceled; nothing was written")
     ds, ref, sec = _open_matches(matches)
+    _output_crs(settings.crs, ref, sec, gcp_height(matches) or 0.0)  # a CRS that will not do, before the work
     prior = _prior(ds, ref, sec, prior_dem, settings)
     points = _triangulate_all(ds, ref, sec, settings, matches, prior, steps.part(0.0, 0.75))
     grid, (dem, count, uncertainty, filled), used, lost = _grid_dem(points, ref, sec, settings)
@@ -230,8 +241,10 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
         "prior_dem": prior.name, "vertical_datum": "WGS84 ellipsoid"}),
         SENSOR_ITEM: json.dumps(ref.to_dict()), SECONDARY_SENSOR_ITEM: json.dumps(sec.to_dict())}
     write = dict(geotransform=grid.geotransform, crs=grid.wkt, nodata=float("nan"), metadata=meta)
-    with atomic_outputs(output, count_output, uncertainty_output, quality_output) as (dem_tmp, count_tmp,
-                                                                                        uncertainty_tmp, quality_tmp):
+    # one group: DEM, count, uncertainty, quality, error map and report appear together or not at all
+    with atomic_outputs(output, count_output, uncertainty_output, quality_output, error_output, report,
+                        *pages) as temps:
+        dem_tmp, count_tmp, uncertainty_tmp, quality_tmp, error_tmp, report_tmp = temps[:6]
         write_geotiff(dem_tmp, dem, band_names=("height_m",), **write)
         if count_tmp:
             write_geotiff(count_tmp, count, band_names=("points",), **{**write, "nodata": None})
@@ -241,25 +254,30 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
             classes = json.dumps({str(k): v for k, v in QUALITY.items()})
             write_geotiff(quality_tmp, quality, band_names=("quality",),
                           **{**write, "nodata": None, "metadata": {**meta, QUALITY_ITEM: classes}})
-    result = ElevationResult(str(output), count_output and str(count_output),
-                             uncertainty_output and str(uncertainty_output), grid.crs_name, grid.resolution,
-                             (grid.rows, grid.cols), points.threshold, points.matches_used, used,
-                             int((count > 0).sum()), int(filled.sum()), points.max_residual,
-                             time.perf_counter() - start, points.misclosure_px, _warnings(points),
-                             quality_output and str(quality_output), prior.name, points.rejected,
-                             class_counts(quality) if quality is not None else {})
-    _evaluate(result, reference_dem, error_output, report)
+        result = ElevationResult(str(output), count_output and str(count_output),
+                                 uncertainty_output and str(uncertainty_output), grid.crs_name, grid.resolution,
+                                 (grid.rows, grid.cols), points.threshold, points.matches_used, used,
+                                 int((count > 0).sum()), int(filled.sum()), points.max_residual,
+                                 time.perf_counter() - start, points.misclosure_px, _warnings(points),
+                                 quality_output and str(quality_output), prior.name, points.rejected,
+                                 class_counts(quality) if quality is not None else {})
+        _evaluate(result, dem_tmp, reference_dem, error_tmp, report_tmp)
     steps.done()
     return result
 
 
 def _warnings(points):
     """What a user must know about the run that the outputs do not show."""
+    checked = sum(points.rejected[k] for k in ("layover", "shadow", "off_prior"))  # dropped by other checks
+    dropped = 1.0 - (points.h.size + checked) / max(points.matches_used, 1)
     if points.misclosure_px > MAX_MISCLOSURE_PX:
-        dropped = 1.0 - points.h.size / max(points.matches_used, 1)
         return [f"the sensor models disagree: the matches misclose by {points.misclosure_px:.2f} lines (median; "
                 f"more than {MAX_MISCLOSURE_PX}), so {100 * dropped:.0f} % of them fail MAX_RESIDUAL and the heights "
                 "may be biased; refine the models with sarstereo:refinepair and match again"]
+    if dropped > MAX_DROPPED:
+        return [f"{100 * dropped:.0f} % of the {points.matches_used} usable matches fail MAX_RESIDUAL "
+                f"({points.max_residual:.3g} m) and are left out; check the matches and the sensor models "
+                "(sarstereo:refinepair), or raise MAX_RESIDUAL"]
     return []
 
 
@@ -267,6 +285,7 @@ def _open_matches(matches):
     """(dataset, reference model, secondary model) of a match raster, checked."""
     ref, sec = read_pair_models(matches)
     ds = open_raster(matches, "MATCHES")
+    checks.pair(ref, sec, gcp_height(matches) or 0.0)
     if ds.RasterCount < 3:
         raise RasterError(located(matches, "bands", f"{ds.RasterCount} band(s); a match raster has 3 (secondary "
                                                     "row, secondary col, certainty)"))
@@ -276,17 +295,12 @@ def _open_matches(matches):
     return ds, ref, sec
 
 
-def _evaluate(result, reference_dem, error_output, report):
-    """Evaluate the written DEM against ``reference_dem`` (the run fails as a whole: no DEM without
-    the evaluation asked for), or record the run in ``report``."""
+def _evaluate(result, dem, reference_dem, error_output, report):
+    """Evaluate the DEM (``dem``: its temporary, in the outputs' group) against ``reference_dem``
+    (the run fails as a whole: no DEM without the evaluation asked for), or record the run in
+    ``report``."""
     if reference_dem is not None:
-        try:
-            evaluate_dem(result.path, reference_dem, error_output, report, extra={"elevation": result.to_dict()})
-        except Exception:
-            for path in (result.path, result.count_path, result.uncertainty_path, result.quality_path):
-                if path:
-                    Path(path).unlink(missing_ok=True)
-            raise
+        evaluate_dem(dem, reference_dem, error_output, report, extra={"elevation": result.to_dict()})
     elif report:
         with atomic_file(report) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"elevation": result.to_dict()}, fh, indent=2)
@@ -358,7 +372,8 @@ def _triangulate_all(ds, ref, sec, settings, matches, prior, steps):
     max_residual = settings.max_residual_m or 2.0 * max(_pixel_spacings(ref) + _pixel_spacings(sec))
     threshold = settings.certainty_threshold
     if threshold is None:
-        threshold = float(json.loads(ds.GetMetadataItem(MATCHING_ITEM) or "{}").get("certainty_threshold", 0.0))
+        recorded = parse_json(ds.GetMetadataItem(MATCHING_ITEM) or "{}", matches, MATCHING_ITEM, RasterError)
+        threshold = float(recorded.get("certainty_threshold", 0.0) if isinstance(recorded, dict) else 0.0)
     out, used, sample, bounced = [[], [], [], [], []], 0, [], []
     rejected = {"round_trip_pixels": 0, "layover": 0, "shadow": 0, "off_prior": 0, "off_neighbourhood": 0}
     stride = max(1, ref.rows * ref.cols // MISCLOSURE_SAMPLE)
@@ -367,7 +382,7 @@ def _triangulate_all(ds, ref, sec, settings, matches, prior, steps):
     for row0 in range(0, ref.rows, BLOCK_ROWS):
         steps.check()
         n = min(BLOCK_ROWS, ref.rows - row0)
-        bands = [ds.GetRasterBand(b).ReadAsArray(0, row0, ref.cols, n) for b in range(1, 4 + round_trip)]
+        bands = [read_block(ds, b, 0, row0, ref.cols, n) for b in range(1, 4 + round_trip)]
         r2, c2, cert = bands[:3]
         with np.errstate(invalid="ignore"):
             rows, cols = np.nonzero(np.isfinite(r2) & np.isfinite(c2) & (cert >= threshold))
@@ -551,8 +566,10 @@ def fillable_gaps(dem, max_distance):
     d = int(max_distance)
     if not d or not hole.any() or hole.all():
         return np.zeros(dem.shape, bool)
-    disk = np.hypot(*np.mgrid[-d:d + 1, -d:d + 1]) <= d
-    closed = ndimage.binary_closing(np.pad(~hole, d + 1), structure=disk)  # beyond the grid: nodata
+    # closing by a disk through distance transforms: linear in the grid, at any radius (a 201-pixel
+    # structuring element took minutes); beyond the grid: nodata
+    near = ndimage.distance_transform_edt(~np.pad(~hole, d + 1)) <= d
+    closed = ndimage.distance_transform_edt(near) > d
     return closed[d + 1:-d - 1, d + 1:-d - 1] & hole
 
 
@@ -610,6 +627,7 @@ def _output_crs(user_crs, ref, sec, height):
         raise GeometryError(located("elevation", "CRS", f"{_crs_name(crs)} is not a projected CRS in metres; "
                                                         "choose one (e.g. the UTM zone of the scene), or leave it "
                                                         "empty for the automatic UTM zone"))
+    checks.crs_distortion(crs, *_centre(ref, height))
     return crs
 
 

@@ -21,11 +21,13 @@ import numpy as np
 from osgeo import gdal
 from pyproj import CRS, Transformer
 
-from . import pixels
+from . import checks, pixels
+from .atomic import atomic_outputs, check_outputs, final_name
 from .coregistration import dem_shift
 from .errors import GeometryError, RasterError, located
 from .products import read_pair_models
-from .raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, write_geotiff
+from .raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM, open_raster, read_block, write_geotiff
+from .report import report_siblings, write_dem_report
 
 THRESHOLDS_PX = (1, 3, 5, 10)
 MAX_CELLS = 400_000_000  # 1.6 GB a float32 band: beyond it a grid is surely a mistake
@@ -35,6 +37,9 @@ BLOCK_ROWS = 1024
 def evaluate_matches(matches, ground_truth, certainty_threshold=0.0):
     """The report dict described in the module doc, for two raster paths."""
     m_ds, g_ds = open_raster(matches, "MATCHES"), open_raster(ground_truth, "GROUND_TRUTH")
+    if all(ds.GetMetadataItem(SENSOR_ITEM) and ds.GetMetadataItem(SECONDARY_SENSOR_ITEM) for ds in (m_ds, g_ds)):
+        checks.same_pair(read_pair_models(matches), read_pair_models(ground_truth), matches, ground_truth,
+                         "GROUND_TRUTH")
     if m_ds.RasterCount < 3:
         raise RasterError(f"{matches}: field 'bands': a match raster has 3 bands (secondary row, col, certainty), "
                           f"this one has {m_ds.RasterCount}")
@@ -49,8 +54,8 @@ def evaluate_matches(matches, ground_truth, certainty_threshold=0.0):
     valid_count, errors = 0, []
     for row0 in range(0, shape[0], BLOCK_ROWS):
         n = min(BLOCK_ROWS, shape[0] - row0)
-        m = [m_ds.GetRasterBand(b).ReadAsArray(0, row0, shape[1], n) for b in (1, 2, 3)]
-        g = [g_ds.GetRasterBand(b).ReadAsArray(0, row0, shape[1], n) for b in (1, 2, 3)]
+        m = [read_block(m_ds, b, 0, row0, shape[1], n) for b in (1, 2, 3)]
+        g = [read_block(g_ds, b, 0, row0, shape[1], n) for b in (1, 2, 3)]
         valid = (g[2] == 1) & np.isfinite(g[0]) & np.isfinite(g[1])
         matched = valid & np.isfinite(m[0]) & np.isfinite(m[1]) & (m[2] >= certainty_threshold)
         valid_count += int(valid.sum())
@@ -144,30 +149,40 @@ def evaluate_dem(dem, reference_dem, error_output=None, report=None, extra=None)
     grid) and ``report`` (JSON, plus an HTML page and a PNG figure beside it) where given.
     Returns the statistics (:func:`dem_statistics`) with the paths.
     """
+    pages = report_siblings(report) if report else (None, None)
+    check_outputs({"ERROR_OUTPUT": error_output, "REPORT": report, "REPORT (its figure)": pages[0],
+                   "REPORT (its page)": pages[1]}, {"DEM": dem, "REFERENCE_DEM": reference_dem})
     ds = open_raster(dem, "DEM")
     if not ds.GetProjection():
-        raise RasterError(f"{dem}: field 'DEM': has no CRS; give a georeferenced DEM")
+        raise RasterError(f"{final_name(dem)}: field 'DEM': has no CRS; give a georeferenced DEM")
     band = ds.GetRasterBand(1)
-    heights = band.ReadAsArray().astype(np.float32)
+    heights = read_block(ds, 1).astype(np.float32)
     if band.GetNoDataValue() is not None and np.isfinite(band.GetNoDataValue()):
         heights[heights == band.GetNoDataValue()] = np.nan
     models, gt, wkt = dem_pair_models(ds), ds.GetGeoTransform(), ds.GetProjection()
     if models:
+        checks.pair(*models, float(np.nanmedian(heights)) if np.isfinite(heights).any() else 0.0)
         gt, rows, cols, row0, col0 = footprint_grid(models, gt, wkt, heights.shape, heights)
         heights = np.pad(heights, ((row0, rows - row0 - heights.shape[0]), (col0, cols - col0 - heights.shape[1])),
                          constant_values=np.nan)
     reference = reference_on_grid(reference_dem, ds, grid=(gt, *heights.shape))
+    checks.terrain_heights(reference, reference_dem, "REFERENCE_DEM")
     area = imaged_area(models, gt, wkt, reference) if models else np.isfinite(reference)
     error = heights - reference
-    stats = {"dem": str(dem), "reference_dem": str(reference_dem), **dem_statistics(error, area),
-             "shift_m": _shift(heights, reference, area, gt, wkt)}
-    if error_output:
-        write_geotiff(error_output, error, band_names=("error_m",), nodata=float("nan"), geotransform=gt, crs=wkt)
-        stats["error_output"] = str(error_output)
-    if report:
-        from .report import write_dem_report
-        stats.update(write_dem_report(report, {**stats, **(extra or {})}, heights, error, area,
-                                      _blunder_map(error, area, stats)))
+    if not area.any() and np.isfinite(error).any():
+        raise GeometryError(located(final_name(dem), "SARSTEREO_SENSOR",
+                                    "the sensor models the DEM embeds see none of the reference DEM's ground, where "
+                                    "the DEM has heights: the models are wrong (look_side?); evaluate a DEM made "
+                                    "from this pair"))
+    stats = {"dem": str(final_name(dem)), "reference_dem": str(reference_dem),
+             **dem_statistics(error, area), "shift_m": _shift(heights, reference, area, gt, wkt)}
+    with atomic_outputs(error_output, report, *pages) as (error_tmp, report_tmp, *_):  # all or nothing
+        if error_output:
+            write_geotiff(error_tmp, error, band_names=("error_m",), nodata=float("nan"), geotransform=gt, crs=wkt)
+            stats["error_output"] = str(final_name(error_output))
+        if report:
+            stats.update(write_dem_report(report_tmp, {**stats, **(extra or {})}, heights, error, area,
+                                          _blunder_map(error, area, stats)))
     return stats
 
 

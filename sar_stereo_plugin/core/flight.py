@@ -74,6 +74,12 @@ def level_flight_model(center_lon, center_lat, center_h, heading_deg, altitude_m
     times = np.arange(-half - margin, half + margin + 1.0, 1.0)
     pos, tan = _track(nlon, nlat, track_az, altitude_m, s_c + c * times)
     slant = np.linalg.norm(pos_c - target)
+    near = slant - 0.5 * (cols - 1) * range_spacing_m
+    if near <= 0:  # the image would start behind the platform
+        raise GeometryError(located("flight design", "cols", f"{cols} columns of {range_spacing_m:g} m reach "
+                                    f"{0.5 * (cols - 1) * range_spacing_m:.0f} m nearer than the scene centre's "
+                                    f"slant range ({slant:.0f} m), behind the platform; give fewer columns (COLS) or "
+                                    "a smaller pixel spacing (PIXEL_SPACING)"))
     doc = {
         "schema": SCHEMA, "wavelength_m": float(wavelength_m), "look_side": look_side,
         "reference_epoch": reference_epoch,

@@ -27,14 +27,17 @@ patch can check each of them the same way, given the pair's :class:`PatchPlan` (
 ``round_trip_px(pair, answer, back, back_answer)``.
 """
 
+import dataclasses
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from . import pixels
+from . import checks, pixels
+from .atomic import check_outputs
 from .dem import height_bounds, open_dem
 from .errors import GeometryError, MatchingCanceled, RasterError, SensorModelError, SettingsError, located
 from .matchers import PatchMatch, PatchPair
@@ -92,6 +95,8 @@ class MatchSettings:
             raise GeometryError(located("matching", "PATCH_SIZE", f"{self.patch_size}; give {MIN_PATCH}..8192 pixels"))
         if not 0 <= int(self.overlap) < int(self.patch_size):
             raise GeometryError(located("matching", "OVERLAP", f"{self.overlap}; give 0 up to PATCH_SIZE - 1 pixels"))
+        if self.height_prior is not None and not math.isfinite(self.height_prior):
+            raise GeometryError(located("matching", "HEIGHT_PRIOR", f"{self.height_prior}; give a height in metres"))
         if not (self.height_uncertainty_m is not None and self.height_uncertainty_m >= 0):
             raise GeometryError(located("matching", "HEIGHT_UNCERTAINTY", "must be >= 0 metres"))
         if self.epipolar_band_px is not None and not self.epipolar_band_px > 0:
@@ -118,6 +123,7 @@ class MatchResult:
     patch_size: int  # the patch geometry used (the matcher's own unless the settings gave one)
     overlap: int
     rejected_fraction: float = 0.0  # answered, but rejected by the forward-backward check
+    warnings: list = dataclasses.field(default_factory=list)  # what a user must know that the raster does not show
 
     def to_dict(self):
         return asdict(self)
@@ -303,6 +309,7 @@ class PatchPlan:
     size: int
     band_px: float  # MatchSettings.epipolar_band_px (inf: no limit)
     uncertainty_m: float = 0.0  # MatchSettings.height_uncertainty_m
+    warnings: list = dataclasses.field(default_factory=list)  # the prior's (checks.prior)
     _back: PairPrior = None
 
     def back_prior(self):
@@ -329,7 +336,9 @@ def plan_pair(reference, secondary, settings, *, prior_dem=None, reference_model
     dem = None if prior_dem is None else open_dem(prior_dem)
     height = settings.height_prior
     if height is None:
-        height = height_bounds(dem)[2] if dem is not None else (gcp_height(reference) or 0.0)
+        height = height_bounds(dem)[2] if dem is not None else gcp_height(reference)
+    height, warnings = checks.matching_inputs(reference, secondary, ref_model, sec_model, height,
+                                              float(settings.height_uncertainty_m), dem, int(settings.patch_size))
     prior = PairPrior(ref_model, sec_model, height, float(settings.height_uncertainty_m), dem)
     jobs, outside = plan_patches(ref_model, sec_model, settings, prior)
     if not jobs:
@@ -339,7 +348,7 @@ def plan_pair(reference, secondary, settings, *, prior_dem=None, reference_model
                                     "they show the same ground, or give a better HEIGHT_PRIOR / PRIOR_DEM"))
     band = float("inf") if settings.epipolar_band_px is None else float(settings.epipolar_band_px)
     return PatchPlan(str(reference), str(secondary), ref_model, sec_model, ref_ds, sec_ds, dem, height, prior, jobs,
-                     outside, int(settings.patch_size), band, float(settings.height_uncertainty_m))
+                     outside, int(settings.patch_size), band, float(settings.height_uncertainty_m), warnings)
 
 
 def match_pair(reference, secondary, output, matcher, settings=None, *, prior_dem=None, reference_model=None,
@@ -355,6 +364,8 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
     :class:`MatchingCanceled` on cancel; nothing is written then, or on any error.
     """
     start = time.perf_counter()
+    check_outputs({"OUTPUT": output}, {"REFERENCE": reference, "SECONDARY": secondary, "PRIOR_DEM": prior_dem,
+                                       "REFERENCE_MODEL": reference_model, "SECONDARY_MODEL": secondary_model})
     report = Progress(progress, is_canceled, MatchingCanceled, "matching canceled; no output was written")
     settings = (settings or MatchSettings()).for_matcher(matcher)
     plan = plan_pair(reference, secondary, settings, prior_dem=prior_dem, reference_model=reference_model,
@@ -399,7 +410,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
     pixels_total = float(ref_model.rows * ref_model.cols)
     return MatchResult(str(output), matcher.describe(), len(jobs) + plan.outside, counts["matched"], plan.outside,
                        counts["nodata"], mosaic.matched / pixels_total, time.perf_counter() - start, seconds_matching,
-                       int(settings.patch_size), int(settings.overlap), mosaic.rejected / pixels_total)
+                       int(settings.patch_size), int(settings.overlap), mosaic.rejected / pixels_total, plan.warnings)
 
 
 def _cut(job, strip, sec_ds, prior, size, band_px):

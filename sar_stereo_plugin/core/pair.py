@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ellipsoid, pixels
+from . import checks, ellipsoid, pixels
 from .dem import height_bounds, open_dem
 from .errors import GeometryError
 from .stereo import height_sensitivity, intersection_angle, look_angles
@@ -76,6 +76,7 @@ def inspect_pair(ref_model, sec_model, dem=None, height=None, grid=33):
     dem = None if dem is None else open_dem(dem)
     if height is None:
         height = height_bounds(dem)[2] if dem is not None else 0.0
+    checks.pair(ref_model, sec_model, height)
     rings = {"reference": footprint(ref_model, height), "secondary": footprint(sec_model, height)}
 
     rows, cols = np.meshgrid(np.linspace(0, ref_model.rows - 1, grid),

@@ -11,8 +11,9 @@ from contextlib import contextmanager
 import numpy as np
 from osgeo import gdal
 
-from .atomic import atomic_file
-from .errors import RasterError
+from .atomic import atomic_file, final_name
+from .errors import RasterError, located
+from .inputs import regular
 from .pixels import to_gdal
 
 gdal.UseExceptions()
@@ -42,7 +43,7 @@ def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gc
                 str(tmp), cols, rows, n_bands, gdal.GDT_Float32,
                 ["COMPRESS=DEFLATE", "PREDICTOR=3", "TILED=YES", "BIGTIFF=IF_SAFER"])
         except RuntimeError as exc:
-            raise RasterError(f"{path}: cannot be written ({exc})") from None
+            raise _unwritable(path, exc) from None
         try:
             for i in range(n_bands):
                 band = ds.GetRasterBand(i + 1)
@@ -65,12 +66,43 @@ def geotiff_writer(path, rows, cols, n_bands=1, metadata=None, band_names=(), gc
                             if np.isfinite(lo) and np.isfinite(la)], srs)
 
             def write(array, row0=0, band=1):
-                ds.GetRasterBand(band).WriteArray(np.asarray(array, dtype=np.float32), 0, int(row0))
+                try:
+                    ds.GetRasterBand(band).WriteArray(np.asarray(array, dtype=np.float32), 0, int(row0))
+                except RuntimeError as exc:
+                    raise _unwritable(path, exc) from None
 
             yield write
-            ds.FlushCache()
+            _flush(ds, path)
         finally:
             ds = None  # close before the rename (or the clean-up of a failed write)
+        _check_written(tmp, path, rows, cols, n_bands)
+
+
+def _flush(ds, path):
+    """Write ``ds``'s last blocks: a full disk shows here, not later as a short file."""
+    gdal.ErrorReset()
+    try:
+        ds.FlushCache()
+    except RuntimeError as exc:
+        raise _unwritable(path, exc) from None
+    if gdal.GetLastErrorType() >= gdal.CE_Failure:
+        raise _unwritable(path, gdal.GetLastErrorMsg())
+
+
+def _check_written(tmp, path, rows, cols, n_bands):
+    """The closed file reads back as what was written (its directory too), or a RasterError."""
+    try:
+        ds = gdal.Open(str(tmp))
+        ok = (ds.RasterYSize, ds.RasterXSize, ds.RasterCount) == (rows, cols, n_bands)
+    except RuntimeError as exc:
+        raise _unwritable(path, exc) from None
+    if not ok:
+        raise _unwritable(path, "the file reads back with another size")
+
+
+def _unwritable(path, exc):
+    return RasterError(located(final_name(path), "output", f"cannot be written ({exc}); check the free disk space and "
+                                                           "that the folder is writable"))
 
 
 def write_geotiff(path, bands, metadata=None, band_names=(), gcps=None, nodata=None, geotransform=None, crs=None):
@@ -87,6 +119,7 @@ def write_geotiff(path, bands, metadata=None, band_names=(), gcps=None, nodata=N
 
 def read_metadata_item(path, key):
     """One metadata item of a raster, or None."""
+    regular(path, "image", RasterError)
     try:
         ds = gdal.Open(str(path))
     except RuntimeError:
@@ -118,10 +151,10 @@ def gcp_height(path):
 
 def amplitude_db_range(path, low=2.0, high=98.0, max_side=1024):
     """(low, high) percentiles of 20 log10(amplitude) of band 1, from a decimated read."""
-    ds = gdal.Open(str(path))
+    ds = open_raster(path)
     scale = max(ds.RasterXSize, ds.RasterYSize) / max_side
     shape = (max(1, int(ds.RasterYSize / max(scale, 1))), max(1, int(ds.RasterXSize / max(scale, 1))))
-    amp = np.abs(ds.GetRasterBand(1).ReadAsArray(buf_xsize=shape[1], buf_ysize=shape[0])).astype(np.float64)
+    amp = np.abs(read_block(ds, 1, buf_xsize=shape[1], buf_ysize=shape[0])).astype(np.float64)
     amp = amp[np.isfinite(amp) & (amp > 0)]
     if not amp.size:
         raise RasterError(f"{path}: band 1 holds no positive amplitude to display")
@@ -131,6 +164,7 @@ def amplitude_db_range(path, low=2.0, high=98.0, max_side=1024):
 
 def open_raster(path, field="image"):
     """A GDAL dataset, or a RasterError naming the file and the parameter it came from."""
+    regular(path, field, RasterError)
     try:
         return gdal.Open(str(path))
     except RuntimeError as exc:
@@ -141,7 +175,7 @@ def read_amplitude(ds, row0, col0, rows, cols):
     """A window of band 1 as float32 amplitude: |z| for complex (SLC) data, NaN for nodata
     and non-finite values. The window must lie inside the raster."""
     band = ds.GetRasterBand(1)
-    data = band.ReadAsArray(int(col0), int(row0), int(cols), int(rows))
+    data = read_block(ds, 1, col0, row0, cols, rows)
     out = (np.abs(data) if np.iscomplexobj(data) else data).astype(np.float32, copy=False)
     nodata = band.GetNoDataValue()
     if nodata is not None and not np.iscomplexobj(data):
@@ -150,13 +184,29 @@ def read_amplitude(ds, row0, col0, rows, cols):
     return out
 
 
+def read_block(ds, band, col0=0, row0=0, cols=None, rows=None, **kwargs):
+    """A window of a band (the whole band by default); a RasterError naming the file where the
+    file is damaged (truncated, corrupt)."""
+    cols = ds.RasterXSize if cols is None else cols
+    rows = ds.RasterYSize if rows is None else rows
+    try:
+        data = ds.GetRasterBand(band).ReadAsArray(int(col0), int(row0), int(cols), int(rows), **kwargs)
+    except RuntimeError as exc:
+        raise RasterError(located(final_name(ds.GetDescription()), f"band {band}",
+                                  f"cannot be read ({exc}); the file is damaged: make it again")) from None
+    if data is None:
+        raise RasterError(located(final_name(ds.GetDescription()), f"band {band}", "cannot be read; the file is "
+                                                                                   "damaged: make it again"))
+    return data
+
+
 def band_percentiles(path, percentiles, absolute=False, max_side=1024):
     """Percentiles of band 1's finite values (of their magnitudes with ``absolute``), from a
     decimated read; None where the band holds no finite value."""
     ds = open_raster(path)
     scale = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / max_side)
-    values = ds.GetRasterBand(1).ReadAsArray(buf_xsize=max(1, int(ds.RasterXSize / scale)),
-                                             buf_ysize=max(1, int(ds.RasterYSize / scale))).astype(np.float64)
+    values = read_block(ds, 1, buf_xsize=max(1, int(ds.RasterXSize / scale)),
+                        buf_ysize=max(1, int(ds.RasterYSize / scale))).astype(np.float64)
     nodata = ds.GetRasterBand(1).GetNoDataValue()
     values = values[np.isfinite(values) & ((values != nodata) if nodata is not None else True)]
     if not values.size:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import refine
-from .atomic import atomic_outputs
+from .atomic import atomic_outputs, check_outputs
 from .dem import height_bounds, open_dem
 from .errors import GeometryError, RefinementCanceled, SettingsError, located
 from .matchers import create_matcher
@@ -41,6 +41,12 @@ def refine_pair(reference, secondary, *, reference_model=None, secondary_model=N
     elapsed = refine.timer()
     settings = settings or refine.RefineSettings()
     settings.validate()
+    pages = (Path(report).with_suffix(".png"), Path(report).with_suffix(".html")) if report else (None, None)
+    check_outputs({"REFINED_REFERENCE_MODEL": refined_reference_model, "REFINED_SECONDARY_MODEL":
+                   refined_secondary_model, "TIE_POINTS": tie_points_output, "REPORT": report,
+                   "REPORT (its figure)": pages[0], "REPORT (its page)": pages[1]},
+                  {"REFERENCE": reference, "SECONDARY": secondary, "REFERENCE_MODEL": reference_model,
+                   "SECONDARY_MODEL": secondary_model, "REFERENCE_DEM": reference_dem})
     steps = Progress(progress, is_canceled, RefinementCanceled, "refinement canceled; nothing was written")
     ref, sec = (_model(path, given) for path, given in ((reference, reference_model), (secondary, secondary_model)))
     dem = None if reference_dem is None else _covering_dem(reference_dem, ref)

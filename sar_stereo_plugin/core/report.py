@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_outputs
+from .atomic import atomic_outputs, final_name
 
 _LABELS = {"median_abs_error_m": "median |error| (m)", "rmse_m": "RMSE (m)", "nmad_m": "NMAD (m)",
            "le90_m": "LE90 (m)", "mean_error_m": "mean error (m)", "median_error_m": "median error (m)",
@@ -23,12 +23,17 @@ _LABELS = {"median_abs_error_m": "median |error| (m)", "rmse_m": "RMSE (m)", "nm
            "cells_evaluated": "cells evaluated", "area_cells": "cells in the area"}
 
 
+def report_siblings(path):
+    """(figure, page) written beside a report ``path``: ``<stem>.png`` and ``<stem>.html``."""
+    path = Path(path)
+    return path.with_suffix(".png"), path.with_suffix(".html")
+
+
 def write_dem_report(path, stats, heights, error, area, blunders=None):
     """Write ``path`` (JSON), and ``<stem>.png`` and ``<stem>.html`` beside it; return their paths.
     ``blunders``: -1 / 0 / +1 per cell (blunder below / none / above the reference), NaN outside."""
-    path = Path(path)
-    figure, page = path.with_suffix(".png"), path.with_suffix(".html")
-    paths = {"figure": str(figure), "html": str(page)}
+    figure, page = report_siblings(path)
+    paths = {"figure": str(final_name(figure)), "html": str(final_name(page))}
     with atomic_outputs(path, figure, page) as (json_tmp, figure_tmp, page_tmp):
         _figure(heights, error, area, blunders, stats.get("blunder_share")).savefig(figure_tmp, dpi=110)
         page_tmp.write_text(_page(stats, figure_tmp), encoding="utf-8")

@@ -11,7 +11,6 @@ import math
 import numbers
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +18,7 @@ from . import ellipsoid
 from .corrections import Corrections
 from .dem import height_bounds, open_dem
 from .errors import SensorModelError, located
+from .inputs import parse_json, read_text
 from .orbit import Orbit
 from .rangedoppler import Circle, blockwise
 
@@ -155,17 +155,11 @@ class SensorModel:
         """Parse and validate a model from a JSON file path, a JSON text, or a dict."""
         if isinstance(path_or_dict, dict):
             doc, source = path_or_dict, source or "<sensor model>"
-        elif isinstance(path_or_dict, str) and path_or_dict.lstrip()[:1] in ("{", "["):
+        elif isinstance(path_or_dict, str) and path_or_dict.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
             doc, source = _loads(path_or_dict, source or "<sensor model>"), source or "<sensor model>"
         else:
             source = source or str(path_or_dict)
-            try:
-                text = Path(path_or_dict).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SensorModelError(f"{source}: cannot read the sensor model ({exc.strerror})") from None
-            except UnicodeDecodeError:
-                raise SensorModelError(f"{source}: not a text (UTF-8 JSON) sensor model file") from None
-            doc = _loads(text, source)
+            doc = _loads(read_text(path_or_dict, "sensor model"), source)
         return cls._from_dict(doc, source)
 
     @classmethod
@@ -185,7 +179,8 @@ class SensorModel:
         if doc["schema"] != SCHEMA:
             raise SensorModelError(located(source, "schema", f"expected {SCHEMA!r}, got {doc['schema']!r}"))
         if doc["look_side"] not in ("left", "right"):
-            raise SensorModelError(located(source, "look_side", f"expected 'left' or 'right', got {doc['look_side']!r}"))
+            raise SensorModelError(located(source, "look_side",
+                                           f"expected 'left' or 'right', got {doc['look_side']!r}"))
         orbit = _section(doc, "orbit", ("time_s", "position_m", "velocity_m_s"), source)
         az = _section(doc, "azimuth", ("first_line_time_s", "line_interval_s"), source)
         rg = _section(doc, "range", ("first_sample_range_m", "sample_spacing_m"), source)
@@ -204,7 +199,8 @@ class SensorModel:
         if (steps <= 0).any():
             i = int(np.argmax(steps <= 0)) + 1
             raise SensorModelError(located(source, "orbit.time_s",
-                                           f"times must increase strictly (index {i}: {times[i]} after {times[i - 1]})"))
+                                           f"times must increase strictly (index {i}: {times[i]} after "
+                                           f"{times[i - 1]})"))
         pos = _vectors(orbit["position_m"], "orbit.position_m", source, times.size)
         vel = _vectors(orbit["velocity_m_s"], "orbit.velocity_m_s", source, times.size)
         with np.errstate(over="ignore"):  # absurd values overflow to inf and fail below
@@ -223,7 +219,8 @@ class SensorModel:
             orbit_time_s=times, orbit_position_m=pos, orbit_velocity_m_s=vel,
             first_line_time_s=_number(az["first_line_time_s"], "azimuth.first_line_time_s", source),
             line_interval_s=_number(az["line_interval_s"], "azimuth.line_interval_s", source, positive=True),
-            first_sample_range_m=_number(rg["first_sample_range_m"], "range.first_sample_range_m", source, positive=True),
+            first_sample_range_m=_number(rg["first_sample_range_m"], "range.first_sample_range_m", source,
+                                         positive=True),
             sample_spacing_m=_number(rg["sample_spacing_m"], "range.sample_spacing_m", source, positive=True),
             rows=_integer(shape["rows"], "shape.rows", source),
             cols=_integer(shape["cols"], "shape.cols", source),
@@ -431,7 +428,4 @@ class SensorModel:
 
 
 def _loads(text, source):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SensorModelError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    return parse_json(text, source)

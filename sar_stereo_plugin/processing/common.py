@@ -102,11 +102,22 @@ def number(value, digits=2, unit=""):
 
 @contextmanager
 def user_errors():
-    """Turn core errors into QgsProcessingException with the same, actionable message."""
+    """Turn core errors into QgsProcessingException with the same, actionable message; an error
+    the core did not foresee (a file the system cannot read or write, GDAL failing, memory running
+    out) into one naming what failed, never a raw traceback."""
     try:
         yield
     except SarStereoError as exc:
         raise QgsProcessingException(str(exc)) from exc
+    except OSError as exc:
+        what = f"{exc.filename}: " if exc.filename else ""
+        raise QgsProcessingException(f"{what}{exc.strerror or exc} ({type(exc).__name__}); nothing was written: "
+                                     "check the file, its folder's permissions and the free disk space") from exc
+    except MemoryError as exc:
+        raise QgsProcessingException("not enough memory for this run; nothing was written: use smaller images, "
+                                     "patches or batches") from exc
+    except RuntimeError as exc:  # GDAL and PyTorch report their failures so
+        raise QgsProcessingException(f"{type(exc).__name__}: {exc}; nothing was written") from exc
 
 
 def layer_path(layer):

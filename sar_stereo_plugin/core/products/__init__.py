@@ -12,6 +12,7 @@ model embeds the JSON and writes the sidecar.
 from pathlib import Path
 
 from ..errors import RasterError, SensorModelError, located
+from ..inputs import read_text, regular
 from ..raster import SENSOR_ITEM, read_metadata_item
 from ..sensor import SCHEMA
 from .base import SPEED_OF_LIGHT, SUPPORTED_FORMATS, Product, ProductImage, supported
@@ -39,6 +40,7 @@ def read_sensor_model(path, frequency="A", polarization=None, image=None):
     path = Path(path)
     if not path.exists():
         raise SensorModelError(f"{path}: file not found")
+    regular(path, "image")
     if path.is_file():
         if is_hdf5(path) and image is None and is_nisar(path):
             return read_nisar_rslc(path, frequency, polarization)[0]
@@ -65,6 +67,7 @@ def open_product(path):
     path = Path(path)
     if not path.exists():
         raise SensorModelError(f"{path}: file not found")
+    regular(path, "INPUT")
     opener = _opener(path)
     if opener is None:
         raise SensorModelError(located(str(path), "INPUT", f"not a supported SAR product; supported: {supported()}"))
@@ -154,9 +157,4 @@ def _head(path, size=64):
 
 
 def _read_text(path):
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SensorModelError(f"{path}: cannot read the sensor model ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise SensorModelError(f"{path}: not a text (UTF-8 JSON) file") from None
+    return read_text(path, "sensor model")

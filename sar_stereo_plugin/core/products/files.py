@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..atomic import atomic_file, atomic_outputs
 from ..errors import RasterError, SensorModelError
+from ..inputs import parse_json
 from ..raster import SECONDARY_SENSOR_ITEM, SENSOR_ITEM, gcp_grid, geotiff_writer, open_raster
 from ..sensor import SensorModel
 
@@ -16,11 +17,7 @@ def sidecar_path(image_path):
 
 def model_from_text(text, source):
     """A sensor model (either kind) from its JSON text; errors name ``source``."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SensorModelError(f"{source}: not valid JSON ({exc.msg} at character {exc.pos})") from None
-    return SensorModel.from_json(doc, source=source)
+    return SensorModel.from_json(parse_json(text, source), source=source)
 
 
 def write_sensor_model(image_path, model):

@@ -10,9 +10,11 @@ multilook -- embedded and in the sidecar, and GCPs at the scene height.
 import json
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
+from ..atomic import SIDECAR, check_outputs
 from ..errors import ImportCanceled, SettingsError, located
 from ..progress import Progress
 from ..raster import gcp_grid
@@ -72,6 +74,8 @@ def import_product(product, output, image=None, looks_azimuth=1, looks_range=1, 
     """
     from . import open_product
     start = time.perf_counter()
+    check_outputs({"OUTPUT": output, "OUTPUT (its sensor-model sidecar)": Path(output).with_suffix(SIDECAR)},
+                  {"INPUT": product if isinstance(product, (str, bytes, Path)) else getattr(product, "path", None)})
     report = Progress(progress, is_canceled, ImportCanceled, "import canceled; no output was written")
     owned = isinstance(product, (str, bytes)) or hasattr(product, "__fspath__")
     prod = open_product(product) if owned else product

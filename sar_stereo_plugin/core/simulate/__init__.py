@@ -83,8 +83,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import pixels
-from ..atomic import atomic_outputs
+from .. import checks, pixels
+from ..atomic import SIDECAR, atomic_outputs, check_outputs
 from ..dem import height_bounds, open_dem
 from ..errors import GeometryError, SensorModelError, SimulationCanceled, located
 from ..facets import FacetLines
@@ -146,7 +146,7 @@ FORMATS = ("geotiff", "sicd")
 
 
 def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, looks=4.0, seed=0,
-                  reference_output=None, secondary_output=None, ground_truth_output=None,
+                  reference_output=None, secondary_output=None, ground_truth_output=None, dem_output=None,
                   options=None, progress=None, is_canceled=None, return_arrays=False, format="geotiff"):
     """Simulate a SAR stereo pair over a DEM and write its images and ground truth.
 
@@ -158,7 +158,8 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
     GCPs) and the ground-truth GeoTIFF; with ``format="sicd"`` the images are SICD NITF files
     (sarpy's writer; RGZERO grid, detected amplitude as the real part) whose SICD-kind models --
     what :func:`..products.importer.import_product` reads back -- the result and the ground truth
-    carry. ``progress(fraction)`` and ``is_canceled()`` are
+    carry. ``dem_output``: the DEM itself as a float32 GeoTIFF, written with the rest (for
+    evaluating DEMs made from the pair). ``progress(fraction)`` and ``is_canceled()`` are
     optional callables; on cancel :class:`SimulationCanceled` is raised and nothing is written.
     """
     options = options or SimulationOptions()
@@ -167,12 +168,19 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
         raise GeometryError(located("simulation", "format", f"{format!r}; give one of {list(FORMATS)}"))
     if not (isinstance(looks, numbers.Real) and looks >= 1):
         raise GeometryError(located("simulation", "looks", f"{looks!r}; give a number of looks >= 1"))
+    sidecars = {} if format == "sicd" else {
+        f"{key} (its sensor-model sidecar)": path and Path(path).with_suffix(SIDECAR)
+        for key, path in (("REFERENCE_OUTPUT", reference_output), ("SECONDARY_OUTPUT", secondary_output))}
+    check_outputs({"REFERENCE_OUTPUT": reference_output, "SECONDARY_OUTPUT": secondary_output,
+                   "GROUND_TRUTH_OUTPUT": ground_truth_output, "DEM_OUTPUT": dem_output, **sidecars},
+                  {"DEM": dem, "REFERENCE_MODEL": reference, "SECONDARY_MODEL": secondary})
     dem = open_dem(dem)
     ref_model, sec_model = _models(dem, flight, reference, secondary)
     report = Progress(progress, is_canceled, SimulationCanceled, "simulation canceled; no output was written")
     for model in (ref_model, sec_model):
         _check_overlap(model, dem)
     _check_pair(ref_model, sec_model, dem)
+    checks.pair(ref_model, sec_model, height_bounds(dem)[2])  # two views of one scene from different directions
     rng_texture, rng_ref, rng_sec = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
     h_lo, h_hi, h_ref = height_bounds(dem)
@@ -196,7 +204,7 @@ def simulate_pair(dem=None, flight=None, reference=None, secondary=None, *, look
         from ..sicd_model import SicdModel
         ref_model, sec_model = (SicdModel.from_zero_doppler(m, h_ref) for m in (ref_model, sec_model))
     paths = _write_outputs(reference_output, secondary_output, ground_truth_output, amplitudes, gt,
-                           ref_model, sec_model, meta, dem, h_ref)
+                           ref_model, sec_model, meta, dem, h_ref, dem_output)
     report.done()
     arrays = None
     if return_arrays:
@@ -269,7 +277,8 @@ def _stats(ref, sec, gt):
 
 
 # ==================================================================== outputs
-def _write_outputs(ref_path, sec_path, gt_path, amplitudes, gt, ref_model, sec_model, meta, dem, height):
+def _write_outputs(ref_path, sec_path, gt_path, amplitudes, gt, ref_model, sec_model, meta, dem, height,
+                   dem_path=None):
     """Write every output (images with their sidecars, the ground truth) at once: all or nothing.
 
     GCPs lie on the DEM (at the scene's height where a ray misses it): at height 0 the slant
@@ -279,7 +288,9 @@ def _write_outputs(ref_path, sec_path, gt_path, amplitudes, gt, ref_model, sec_m
     from ..raster import SENSOR_ITEM, gcp_grid, write_geotiff
     sicd = getattr(ref_model, "kind", "") == "sicd"
     images = [p for path in (ref_path, sec_path) for p in (path, None if sicd else path and sidecar_path(path))]
-    with atomic_outputs(*images, gt_path) as temps:
+    with atomic_outputs(*images, gt_path, dem_path) as temps:
+        if temps[5]:
+            dem.write(temps[5])
         for (image, sidecar), amp, model, final in zip((temps[0:2], temps[2:4]), amplitudes, (ref_model, sec_model),
                                                        (ref_path, sec_path)):
             if image and sicd:

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+import zipfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,9 +42,11 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from .. import ellipsoid, pixels
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_outputs
+from ..checks import dataset_files
 from ..dem import height_bounds, open_dem
 from ..errors import DatasetCanceled, DatasetError, GeometryError, located
+from ..inputs import read_json, regular
 from ..matching import MatchSettings, plan_pair
 from ..products import read_sensor_model
 from ..progress import Progress
@@ -261,7 +264,7 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
     ``reference_origin``, ``secondary_origin`` (row, col of the first pixels).
     ``manifest.json`` is written last and the folder appears only when complete; on error or
     cancel (:class:`DatasetCanceled`) nothing is left. ``output_dir`` must be new, empty, or a
-    dataset this function built (replaced).
+    dataset this function built (replaced; anything else a user put in it is kept).
     """
     start = time.perf_counter()
     settings, split = _check(patch_size, overlap, block_px, split, height_uncertainty_m, min_valid_fraction, seed)
@@ -269,6 +272,8 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
     if not pairs:
         raise GeometryError(located("dataset", "REFERENCES", "no image pair given; give at least one reference "
                                                              "and its secondary"))
+    check_outputs({"OUTPUT": output_dir}, {"REFERENCES": [p[0] for p in pairs], "SECONDARIES": [p[1] for p in pairs],
+                                           "DSM": dsm}, folders=("OUTPUT",))
     dsm = open_dem(dsm)
     out = Path(output_dir).resolve()
     _check_destination(out)
@@ -279,7 +284,7 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
                 "samples": [], "counts": {name: 0 for name in SPLITS}}
     tally = {"patches": 0, "straddling": 0, "sparse": 0}
     steps = Progress(progress, is_canceled, DatasetCanceled, "dataset building canceled; nothing was written")
-    with atomic_folder(out) as tmp:
+    with atomic_folder(out, keep_foreign=True, accept=_check_destination) as tmp:  # a user's files there are kept
         for name in SPLITS:
             (tmp / name).mkdir(parents=True)
         for index, (ref, sec) in enumerate(pairs):
@@ -353,9 +358,9 @@ def _check_destination(out):
         return
     if out.is_dir() and (out / MANIFEST).is_file():
         try:
-            if json.loads((out / MANIFEST).read_text()).get("schema") == SCHEMA:
+            if read_json(out / MANIFEST, MANIFEST, DatasetError).get("schema") == SCHEMA:
                 return
-        except (OSError, ValueError, AttributeError):
+        except (DatasetError, AttributeError):
             pass
     raise DatasetError(located(out, "OUTPUT", "exists and is not empty (nor a dataset to replace); give a new or "
                                               "empty folder"))
@@ -368,11 +373,7 @@ def load_manifest(folder):
     if not path.is_file():
         raise DatasetError(located(folder, MANIFEST, f"the folder is not a dataset built by sarstereo:builddataset; "
                                                      f"{_HOW_TO_BUILD}"))
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DatasetError(located(folder, MANIFEST, f"cannot be read ({exc}); the dataset is damaged: "
-                                                     f"{_HOW_TO_BUILD}")) from None
+    manifest = read_json(path, MANIFEST, DatasetError)
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
         raise DatasetError(located(folder, MANIFEST, f"schema {found!r} is not {SCHEMA!r}: the folder is not a "
@@ -381,16 +382,18 @@ def load_manifest(folder):
     if not isinstance(samples, list) or not all(isinstance(s, dict) and "file" in s and s.get("split") in SPLITS
                                                 for s in samples):
         raise DatasetError(located(folder, f"{MANIFEST}: samples", f"missing or malformed; {_HOW_TO_BUILD}"))
+    dataset_files(folder, samples)
     return manifest
 
 
 def load_sample(folder, entry):
     """The arrays of one sample (a dict; see :func:`build_dataset`) from its manifest ``entry``."""
     path = Path(folder) / entry["file"]
+    regular(path, "file", DatasetError)  # np.load would wait forever on a FIFO
     try:
         with np.load(path) as data:
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DatasetError(located(path, "file", f"sample cannot be read ({exc}); the dataset is damaged: "
                                                  f"{_HOW_TO_BUILD}")) from None
 

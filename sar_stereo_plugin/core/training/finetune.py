@@ -53,11 +53,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_file
+from ..atomic import atomic_file, check_outputs
 from ..errors import FinetuneCanceled, FinetuneError, SarStereoError, located
+from ..inputs import read_json
 from ..matchers.torch_runtime import import_torch, resolve_device
 from ..matchers.weights import atomic_torch_save
 from ..progress import Progress
+from . import health
 from .backends import BACKENDS
 from .distributed import ProcessGroup, model_checksum
 from .samples import Samples, evaluate_dataset, flip_pair, synthetic_sample
@@ -102,6 +104,7 @@ def finetune(dataset_dir, output_dir, settings=None, *, progress=None, is_cancel
     """
     settings = replace(settings or FinetuneSettings(), **kwargs)
     settings.validate()
+    _check_paths(dataset_dir, output_dir, settings)
     torch = import_torch()[0]
     say = report or (lambda message: None)
     data = Samples(dataset_dir)
@@ -118,6 +121,16 @@ def finetune(dataset_dir, output_dir, settings=None, *, progress=None, is_cancel
         dist.close()
     steps.done()
     return result
+
+
+def _check_paths(dataset_dir, output_dir, settings):
+    """Neither the output folder nor a file the run writes is one of its inputs."""
+    out = Path(output_dir)
+    written = {"OUTPUT": out, **{f"OUTPUT ({name})": out / name for name in
+                                 ("light_sar.pth", "roma_finetuned.pth", "log.json", "epoch_001.pth")}}
+    check_outputs(written, {"DATASET": dataset_dir, "WEIGHTS": settings.weights if isinstance(settings.weights, (
+        str, Path)) else None, "DINOV2_WEIGHTS": settings.dinov2_weights if isinstance(
+        settings.dinov2_weights, (str, Path)) else None}, folders=("OUTPUT",))
 
 
 def _check_patch_size(data, model):
@@ -185,6 +198,7 @@ class _Run:
         self.log["events"].append({"event": "resume" if ck else "start", "step": self.step, "time": time.time()})
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.first_step, self.loss, self.validation, self.start = self.step, float("nan"), None, None
+        self.first_loss, self.valid_pixels = None, 0.0  # what health.check_run judges
 
     def _device(self, dev):
         """This rank's device and the autocast dtype (None: full precision)."""
@@ -237,7 +251,7 @@ class _Run:
             self.scaler.load_state_dict(ck["scaler"])
         self.step = int(ck["step"])
         if (self.out / "log.json").is_file():
-            old = json.loads((self.out / "log.json").read_text())
+            old = read_json(self.out / "log.json", "log.json", FinetuneError)
             for key in ("train", "validation"):
                 self.log[key] = [r for r in old.get(key, []) if r["step"] <= self.step]
             self.log["events"] = old.get("events", [])
@@ -251,6 +265,7 @@ class _Run:
         while self.step < self.total:
             loss, parts = self._train_step(self._batch())
             self.step += 1
+            health.check_loss(loss, self.step, self.last)
             self._record(loss, parts)
             self._check_cancel(steps)
             self._checkpoint()
@@ -293,12 +308,14 @@ class _Run:
         torch.nn.utils.clip_grad_norm_(self.backend.model.parameters(), self.settings.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        return loss.item(), parts
+        return loss.item(), dict(parts, valid_px=float((valid & torch.isfinite(warp).all(-1)).sum()))
 
     def _record(self, loss, parts):
         """The step's loss, averaged over the ranks, into the log every ``log_every`` steps."""
         parts = self.dist.mean(dict(parts, loss=loss))
         self.loss = parts.pop("loss")
+        self.first_loss = self.loss if self.first_loss is None else self.first_loss
+        self.valid_pixels += parts["valid_px"]
         step, first = self.step, self.first_step
         if self.dist.rank != 0 or not (step % self.settings.log_every == 0 or step == first + 1 or step == self.total):
             return
@@ -324,6 +341,9 @@ class _Run:
     def _checkpoint(self):
         """After each epoch (and the last step): validate, snapshot, ``last.pth``; else every ``save_every``."""
         step, spe = self.step, self.spe
+        if step % spe == 0 or step == self.total or (self.settings.save_every and step % self.settings.save_every == 0):
+            # never a checkpoint, a snapshot or weights of a run that diverged or saw no valid pixel
+            health.check_run(self.first_loss, self.loss, self.valid_pixels, self.data.folder / "manifest.json")
         if step % spe == 0 or step == self.total:
             self.validation = self._validate() or self.validation
             if step % spe == 0 and self.settings.epoch_checkpoints:

@@ -30,6 +30,10 @@ class Samples:
         s = load_sample(self.folder, entry)
         p = s["reference"].shape
         where = self.folder / entry.get("file", "?")
+        size = self.manifest.get("patch_size")
+        if size and p != (size, size):  # a batch stacks its samples: one patch size per dataset
+            raise FinetuneError(located(where, "reference", f"a {p} patch in a dataset of {size}-pixel patches; "
+                                                            "rebuild the dataset (sarstereo:builddataset)"))
         if s["warp"].shape != p + (2,) or s["valid"].shape != p or s["secondary"].ndim != 2:
             raise FinetuneError(located(where, "warp", f"shapes {s['reference'].shape}, {s['secondary'].shape}, "
                                                        f"{s['warp'].shape}, {s['valid'].shape} do not fit together"))

@@ -42,18 +42,20 @@ class EvaluateMatches(Algorithm, QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("MEDIAN_EPE", "Median end-point error (px)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        from ...core.atomic import atomic_file, check_outputs
         from ...core.evaluate import evaluate_matches
         paths = [layer_path(self.parameterAsRasterLayer(parameters, key, context))
                  for key in (self.MATCHES, self.GROUND_TRUTH)]
+        report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
         with user_errors():
+            check_outputs({self.REPORT: report_path}, {self.MATCHES: paths[0], self.GROUND_TRUTH: paths[1]})
             report = evaluate_matches(*paths, self.parameterAsDouble(parameters, self.CERTAINTY_THRESHOLD, context))
         within = report["accuracy_at_px"]
         feedback.pushInfo("share of valid pixels matched within 1 / 3 / 5 / 10 px: "
                           + " / ".join(number(within[t], 3) for t in ("1", "3", "5", "10"))
                           + f"; coverage {number(report['coverage'], 3)}; median end-point error "
                           + number(report["median_epe_px"], 2, "px"))
-        report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
-        with open(report_path, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2)
+        with user_errors(), atomic_file(report_path) as tmp:
+            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
         return {self.REPORT: report_path, "COVERAGE": report["coverage"], "MEDIAN_EPE": report["median_epe_px"],
                 **{f"ACCURACY_{t}PX": within[t] for t in ("1", "3", "5", "10")}}

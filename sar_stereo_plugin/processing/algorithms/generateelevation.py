@@ -5,6 +5,7 @@ import json
 
 from qgis.core import (
     QgsProcessingAlgorithm,
+    QgsProcessingException,
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
     QgsProcessingParameterCrs,
@@ -135,6 +136,10 @@ class GenerateElevation(Algorithm, QgsProcessingAlgorithm):
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE_DEM, context)
         prior = self.parameterAsRasterLayer(parameters, self.PRIOR_DEM, context)
         crs = self.parameterAsCrs(parameters, self.CRS, context)
+        if parameters.get(self.CRS) not in (None, "") and not crs.isValid():
+            raise QgsProcessingException(f"field 'CRS': {parameters[self.CRS]!r} is not a CRS QGIS knows; choose one "
+                                         "(e.g. the UTM zone of the scene), or leave it empty for the automatic UTM "
+                                         "zone")
         settings = ElevationSettings(
             certainty_threshold=optional_number(self, parameters, self.CERTAINTY_THRESHOLD, context),
             max_residual_m=optional_number(self, parameters, self.MAX_RESIDUAL, context),
@@ -158,6 +163,8 @@ class GenerateElevation(Algorithm, QgsProcessingAlgorithm):
                 reference_dem=layer_path(reference) if reference else None,
                 error_output=outputs[self.ERROR_OUTPUT], report=report,
                 progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
+        for warning in result.warnings:
+            feedback.pushWarning(warning)
         feedback.pushInfo(f"{result.points} points in {result.cells_with_points} cells of {result.resolution_m:g} m "
                           f"({result.crs}); {result.filled_cells} cells filled")
         if result.rejected:

@@ -67,28 +67,37 @@ class InspectPair(Algorithm, QgsProcessingAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        from ...core import checks
+        from ...core.atomic import atomic_file, check_outputs
         from ...core.pair import inspect_pair
         from ...core.raster import gcp_height
         paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
                  for key in (self.REFERENCE, self.SECONDARY)}
         dem_layer = self.parameterAsRasterLayer(parameters, self.DEM, context)
+        report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
+        model_files = {key: self.parameterAsFile(parameters, key, context)
+                       for key in (self.REFERENCE_MODEL, self.SECONDARY_MODEL)}
         height = parameters.get(self.HEIGHT)
         if height not in (None, ""):
             height = self.parameterAsDouble(parameters, self.HEIGHT, context)
         elif dem_layer is None:  # GCP heights of a simulated or geocoded product place it best
             height = gcp_height(paths[self.REFERENCE])
         with user_errors():
-            ref = load_model(paths[self.REFERENCE], self.parameterAsFile(parameters, self.REFERENCE_MODEL, context))
-            sec = load_model(paths[self.SECONDARY], self.parameterAsFile(parameters, self.SECONDARY_MODEL, context))
+            check_outputs({self.REPORT: report_path, self.FOOTPRINTS: self.parameterAsOutputLayer(
+                parameters, self.FOOTPRINTS, context) or None}, {**paths, **model_files, self.DEM: dem_layer and
+                                                                 layer_path(dem_layer)})
+            ref = load_model(paths[self.REFERENCE], model_files[self.REFERENCE_MODEL])
+            sec = load_model(paths[self.SECONDARY], model_files[self.SECONDARY_MODEL])
+            for key, model in ((self.REFERENCE, ref), (self.SECONDARY, sec)):
+                checks.fits(paths[key], model, key)  # footprints of the image given, not another
             feedback.setProgress(10)
             report = inspect_pair(ref, sec, dem=layer_path(dem_layer) if dem_layer else None, height=height)
         feedback.setProgress(90)
         doc = {"reference": paths[self.REFERENCE], "secondary": paths[self.SECONDARY], **report.to_dict()}
         for line in summary(report):
             feedback.pushInfo(line)
-        report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
-        with open(report_path, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
+        with user_errors(), atomic_file(report_path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
 
         fields = QgsFields()
         for name, kind in (("role", QVariant.String), ("image", QVariant.String), ("look_side", QVariant.String),

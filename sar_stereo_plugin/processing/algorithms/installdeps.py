@@ -61,7 +61,8 @@ class InstallDeps(Algorithm, QgsProcessingAlgorithm):
         folder = Path(deps_folder())
         action = self.parameterAsEnum(parameters, self.ACTION, context)
         if action == REMOVE:
-            gone = deps.remove(folder)
+            with user_errors():
+                gone = deps.remove(folder)
             feedback.pushInfo(f"removed {folder}" if gone else
                               f"{folder} is in use; it will be removed when the plugin next loads (restart QGIS)")
             return {"FOLDER": str(folder), "TORCH": None, "MEGABYTES": 0, "SECONDS": 0}

@@ -187,6 +187,8 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
                                 prior_dem=layer_path(dem_layer) if dem_layer else None,
                                 reference_model=models[0], secondary_model=models[1],
                                 progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled)
+        for warning in result.warnings:
+            feedback.pushWarning(warning)
         if result.outside_patches:
             feedback.pushWarning(f"{result.outside_patches} of {result.patches} patches land outside the secondary "
                                  "image; their pixels have no match")

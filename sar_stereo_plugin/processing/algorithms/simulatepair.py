@@ -106,7 +106,6 @@ class SimulatePair(Algorithm, QgsProcessingAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from ...core.dem import open_dem
         from ...core.flight import FlightDesign
         from ...core.raster import amplitude_db_range
         from ...core.simulate import simulate_pair
@@ -128,6 +127,7 @@ class SimulatePair(Algorithm, QgsProcessingAlgorithm):
         outputs = {key: self.parameterAsOutputLayer(parameters, key, context)
                    for key in (self.REFERENCE_OUTPUT, self.SECONDARY_OUTPUT, self.GROUND_TRUTH_OUTPUT)}
         explicit = bool(ref_json) or bool(sec_json)
+        dem_output = self.parameterAsOutputLayer(parameters, self.DEM_OUTPUT, context) or None
         with user_errors():  # with one JSON file only, the core names the missing one
             result = simulate_pair(
                 dem=layer_path(dem_layer) if dem_layer else None,
@@ -139,15 +139,15 @@ class SimulatePair(Algorithm, QgsProcessingAlgorithm):
                 secondary_output=outputs[self.SECONDARY_OUTPUT],
                 ground_truth_output=outputs[self.GROUND_TRUTH_OUTPUT],
                 progress=lambda f: feedback.setProgress(100.0 * f), is_canceled=feedback.isCanceled,
-                format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)][0])
-            dem_output = self.parameterAsOutputLayer(parameters, self.DEM_OUTPUT, context)
+                format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)][0], dem_output=dem_output)
             if dem_output:
-                open_dem(layer_path(dem_layer) if dem_layer else None).write(dem_output)
                 outputs[self.DEM_OUTPUT] = dem_output
+            styles = {key: amplitude_db(*amplitude_db_range(outputs[key]))
+                      for key in (self.REFERENCE_OUTPUT, self.SECONDARY_OUTPUT)}
         run = run_group(context, layer_title(dem_layer) if dem_layer else "Jacksboro DEM", "simulated pair")
         for key, kind, name in ((self.REFERENCE_OUTPUT, "reference", "Reference image"),
                                 (self.SECONDARY_OUTPUT, "secondary", "Secondary image")):
-            on_load(context, outputs[key], run, kind, name, style=amplitude_db(*amplitude_db_range(outputs[key])))
+            on_load(context, outputs[key], run, kind, name, style=styles[key])
         on_load(context, outputs[self.GROUND_TRUTH_OUTPUT], run, "truth", "Ground truth (valid pixels)",
                 style=qml("validity"))
         if self.DEM_OUTPUT in outputs:

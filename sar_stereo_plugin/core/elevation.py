@@ -60,6 +60,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
@@ -227,7 +228,7 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     steps = Progress(progress, is_canceled, ElevationCanceled, "elevation: canceled; nothing was written")
     ds, ref, sec = _open_matches(matches)
     _output_crs(settings.crs, ref, sec, gcp_height(matches) or 0.0)  # a CRS that will not do, before the work
-    prior = _prior(ds, ref, sec, prior_dem, settings)
+    prior = _prior(ds, ref, sec, prior_dem, settings, matches)
     points = _triangulate_all(ds, ref, sec, settings, matches, prior, steps.part(0.0, 0.75))
     grid, (dem, count, uncertainty, filled), used, lost = _grid_dem(points, ref, sec, settings)
     steps.check()
@@ -330,9 +331,15 @@ class _Prior:
         return np.where(np.isfinite(found), found, constant)
 
 
-def _prior(ds, ref, sec, prior_dem, settings):
+def _matching_record(ds, matches):
+    """The matching step's record in the match raster (a dict; empty where there is none)."""
+    record = parse_json(ds.GetMetadataItem(MATCHING_ITEM) or "{}", matches, MATCHING_ITEM, RasterError)
+    return record if isinstance(record, dict) else {}
+
+
+def _prior(ds, ref, sec, prior_dem, settings, matches):
     """The :class:`_Prior` of a run: ``prior_dem``, else the matching step's record."""
-    record = json.loads(ds.GetMetadataItem(MATCHING_ITEM) or "{}")
+    record = _matching_record(ds, matches)
     recorded = record.get("prior_dem")
     if prior_dem is None and recorded and Path(recorded).exists():
         prior_dem = recorded
@@ -372,8 +379,7 @@ def _triangulate_all(ds, ref, sec, settings, matches, prior, steps):
     max_residual = settings.max_residual_m or 2.0 * max(_pixel_spacings(ref) + _pixel_spacings(sec))
     threshold = settings.certainty_threshold
     if threshold is None:
-        recorded = parse_json(ds.GetMetadataItem(MATCHING_ITEM) or "{}", matches, MATCHING_ITEM, RasterError)
-        threshold = float(recorded.get("certainty_threshold", 0.0) if isinstance(recorded, dict) else 0.0)
+        threshold = float(_matching_record(ds, matches).get("certainty_threshold", 0.0))
     out, used, sample, bounced = [[], [], [], [], []], 0, [], []
     rejected = {"round_trip_pixels": 0, "layover": 0, "shadow": 0, "off_prior": 0, "off_neighbourhood": 0}
     stride = max(1, ref.rows * ref.cols // MISCLOSURE_SAMPLE)

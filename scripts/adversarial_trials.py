@@ -59,8 +59,9 @@ def main(argv=None):
                 print(f"| {name} | {a.concurrency} | {outcomes['ok']} | {outcomes['later failed']} | "
                       f"{len(problems)}{': ' + problems[0] if problems else ''} |")
         if a.kill:
-            print(f"\n| kill -9 at a random moment{' of the last 40 %' if a.late else ''} | trials | killed before any output | killed with its outputs in "
-                  "place | had finished | failures | run (s) |\n|---|---|---|---|---|---|---|")
+            late = " of the last 40 %" if a.late else ""
+            print(f"\n| kill -9 at a random moment{late} | trials | killed before any output | killed with its "
+                  "outputs in place | had finished | failures | run (s) |\n|---|---|---|---|---|---|---|")
             for name in LONG:
                 if only and name not in only:
                     continue

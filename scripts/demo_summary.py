@@ -10,8 +10,9 @@ match = json.loads((demo / "match_report.json").read_text())
 dem = json.loads((demo / "dem_report.json").read_text())
 refine = json.loads((demo / "refine_report.json").read_text())
 matcher = (demo / "matchpair.log").read_text().split("matcher: ")[1].split()[0]
-print(f"pair: overlap {pair['overlap_fraction']:.2f}, intersection angle {pair['intersection_angle_deg']['median']:.1f} "
-      f"deg, {pair['height_sensitivity_m_per_px']['median']:.2f} m of height per pixel of disparity")
+print(f"pair: overlap {pair['overlap_fraction']:.2f}, intersection angle "
+      f"{pair['intersection_angle_deg']['median']:.1f} deg, {pair['height_sensitivity_m_per_px']['median']:.2f} m "
+      "of height per pixel of disparity")
 found = refine["corrections"]["secondary"]
 recovered = ", ".join(f"{name.replace('_', ' ')} {v['px']:+.2f} px (± {v['sd_px']:.2f})" for name, v in found.items())
 mis = refine["misclosure_px"]

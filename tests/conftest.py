@@ -1,6 +1,11 @@
-"""Shared fixtures: the real data beside the project, synthetic flight geometries."""
+"""Shared fixtures: the real data beside the project, synthetic flight geometries, an oracle matcher.
+QGIS's own fixtures are in ``qgis_fixtures.py``, for the suites that run under QGIS (``plugin``,
+``adversarial``); with ``SARSTEREO_CORE_ONLY=1`` (``make test``'s core run) QGIS and Qt cannot even be
+imported, which proves the core and its tests need neither."""
 
+import importlib.abc
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +13,18 @@ import pytest
 from sar_stereo_plugin.core.matchers import Matcher
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+class _NoQgis(importlib.abc.MetaPathFinder):
+    """Makes QGIS and Qt unimportable, as on a machine without QGIS."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("qgis", "PyQt5", "PyQt6", "sip", "processing"):
+            raise ImportError(f"{name}: the core tests run without QGIS (SARSTEREO_CORE_ONLY)")
+
+
+if os.environ.get("SARSTEREO_CORE_ONLY"):
+    sys.meta_path.insert(0, _NoQgis())
 
 SHARED_DATA = Path(os.environ.get("SARSTEREO_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -34,25 +51,6 @@ def stereo_models():
                   altitude_m=8000.0, rows=400, cols=400)
     return (level_flight_model(incidence_deg=35.0, **common),
             level_flight_model(incidence_deg=55.0, **common))
-
-
-@pytest.fixture
-def plugin(qgis_iface, qgis_processing):
-    """The plugin loaded as QGIS loads it, its provider registered; unloaded afterwards."""
-    import sar_stereo_plugin
-    plugin = sar_stereo_plugin.classFactory(qgis_iface)
-    plugin.initProcessing()
-    yield plugin
-    plugin.unload()
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _collect_qgis_objects_before_exit(qgis_app):
-    """Free every QGIS object Python still holds while QGIS is alive: collected after pytest-qgis
-    has called exitQgis, they crash the interpreter at exit (a PyQGIS teardown-order problem)."""
-    yield
-    import gc
-    gc.collect()
 
 
 class _Oracle(Matcher):

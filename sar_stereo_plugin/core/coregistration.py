@@ -28,7 +28,7 @@ def dem_shift(heights, reference, resolution, iterations=8, tolerance_m=0.01):
     shift = np.zeros(2)  # east, north (m)
     dz = 0.0
     steep = True
-    for it in range(1, iterations + 1):
+    for it in range(1, iterations + 1):  # noqa: B007 (the count is returned)
         moved = _shifted(reference, rows, cols, shift, resolution)
         slope_x, slope_y = (_shifted(g, rows, cols, shift, resolution) for g in (gx, gy))
         dh = heights - moved

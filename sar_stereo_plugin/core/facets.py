@@ -153,7 +153,8 @@ class FacetLines:
         c_lo = max(float(np.min(near)), dz_hi * self.beam[0], 0.0)
         far = self._ground_distance(idx, m.col_to_range(m.cols + 1.5), h_hi)
         c_hi = min(float(np.nanmax(far)), dz_lo * self.beam[1]) if np.isfinite(far).any() else dz_lo * self.beam[1]
-        n_main = FACETS_PER_NODE * int(math.ceil(max(c_hi - c_lo, self.cross_spacing) / (self.cross_spacing * FACETS_PER_NODE))) + 1
+        nodes = math.ceil(max(c_hi - c_lo, self.cross_spacing) / (self.cross_spacing * FACETS_PER_NODE))
+        n_main = FACETS_PER_NODE * int(nodes) + 1
         self.c_main = c_lo + self.cross_spacing * np.arange(n_main)
         # a facet's blocker lies on its ray, so inside the beam and below h_hi: no nearer than this
         c_start = 0.98 * dz_hi * self.beam[0]
@@ -199,7 +200,8 @@ class FacetLines:
     def _fine(coarse, i0, i1, n_cross):
         """Linear interpolation of coarse channels onto fine lines i0..i1-1 and all facets."""
         last = coarse.shape[1] - 1
-        c0, c1 = i0 // LINES_PER_NODE, min(-(-i1 // LINES_PER_NODE), last)  # whole coarse cells c0..c1-1 cover the lines
+        # whole coarse cells c0..c1-1 cover the lines
+        c0, c1 = i0 // LINES_PER_NODE, min(-(-i1 // LINES_PER_NODE), last)
         j = np.arange(n_cross)
         jc = np.minimum(j // FACETS_PER_NODE, coarse.shape[2] - 2)
         wj = (j - jc * FACETS_PER_NODE) / FACETS_PER_NODE

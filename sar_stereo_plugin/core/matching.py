@@ -394,7 +394,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
                 report.check()
                 batch = pairs[b:b + batch_size]
                 t0 = time.perf_counter()
-                answers = matcher.match(batch)
+                answers = _shaped(matcher.match(batch), batch)
                 trips = [None] * len(batch)
                 if check:
                     answers, trips = check_patches(matcher, plan, batch, answers, settings.consistency_px)
@@ -430,13 +430,24 @@ def _cut(job, strip, sec_ds, prior, size, band_px):
                      (job.r0, job.c0), (w_r0, w_c0), job.epipolar, band_px)
 
 
+def _shaped(answers, pairs):
+    """A matcher's answers, refused unless there is one per patch, each the patch's shape."""
+    if len(answers) != len(pairs):
+        raise RasterError(f"matcher: field 'rows': {len(answers)} answers for {len(pairs)} patches")
+    for answer, pair in zip(answers, pairs):
+        for name in ("rows", "cols", "certainty"):
+            shape = np.shape(getattr(answer, name))
+            if shape != pair.reference.shape:
+                raise RasterError(f"matcher: field '{name}': answered a {shape} array for a "
+                                  f"{pair.reference.shape} patch")
+    return answers
+
+
 def _merge(mosaic, pair, answer, sec_model, round_trip=None):
     """Map a matcher's answer to full-image coordinates and merge it; 1 if it matched anything."""
     rows = np.asarray(answer.rows, np.float32) + np.float32(pair.secondary_origin[0])
     cols = np.asarray(answer.cols, np.float32) + np.float32(pair.secondary_origin[1])
     cert = np.asarray(answer.certainty, np.float32)
-    if rows.shape != pair.reference.shape:
-        raise RasterError(f"matcher: field 'rows': answered a {rows.shape} array for a {pair.reference.shape} patch")
     keep = (np.isfinite(rows) & np.isfinite(cols) & np.isfinite(cert) & np.isfinite(pair.reference)
             & pixels.inside(rows, cols, (sec_model.rows, sec_model.cols)))
     cert = np.where(keep, np.clip(cert, 0.0, 1.0), np.nan).astype(np.float32)

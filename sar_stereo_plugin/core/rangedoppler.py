@@ -39,8 +39,9 @@ class Circle:
     """One image's geometry at given azimuth times and slant ranges, as component arrays.
 
     Range sphere |X - p| = rng and Doppler condition vhat.(X - p) = k rng (k the sine of the
-    squint, -rdot / |v| for range rate ``rdot``; the model's own where not given) meet in a circle: centre p + k rng vhat, radius rng sqrt(1 - k^2), in the plane
-    spanned by 'up' (p without its along-track part) and 'side' (towards the look side).
+    squint, -rdot / |v| for range rate ``rdot``; the model's own where not given) meet in a
+    circle: centre p + k rng vhat, radius rng sqrt(1 - k^2), in the plane spanned by 'up' (p
+    without its along-track part) and 'side' (towards the look side).
     """
 
     def __init__(self, model, t, rng, rdot=None):

@@ -1,9 +1,10 @@
 """Sensor-model refinement: corrections of both models from the images themselves (and a DEM).
 
 Relative orientation: tie points between the images must close (their misclosure,
-:func:`.stereo.misclosure_px`, must vanish). Absolute orientation: where a reference DEM is given, the triangulated tie points must
-lie on it (their height differences, whose dependence on a horizontal shift through the DEM's
-slopes is the Nuth & Kaab co-registration of DEMs); ground control points fix heights where they
+:func:`.stereo.misclosure_px`, must vanish). Absolute orientation: where a reference DEM is
+given, the triangulated tie points must lie on it (their height differences, whose dependence
+on a horizontal shift through the DEM's slopes is the Nuth & Kaab co-registration of DEMs);
+ground control points fix heights where they
 are. Both are solved together by iteratively reweighted least squares (Tukey's biweight on
 residuals scaled by their robust spread), the Jacobian by finite differences of the geometry
 itself.

@@ -83,9 +83,10 @@ def refine_pair(reference, secondary, *, reference_model=None, secondary_model=N
     consistent = int((np.abs(after[0]) <= CONSISTENT_PX).sum())
     if consistent < max(settings.min_tie_points, 0.5 * ties[0].size):
         raise GeometryError(located(f"{reference} / {secondary}", "TIE_POINTS",
-                                    f"only {consistent} of {ties[0].size} tie points close within {CONSISTENT_PX} line "
-                                    f"after refinement (at least half and {settings.min_tie_points} needed): the matches are "
-                                    "not of the same ground (featureless or noise-only images?); try another MATCHER"))
+                                    f"only {consistent} of {ties[0].size} tie points close within {CONSISTENT_PX} "
+                                    f"line after refinement (at least half and {settings.min_tie_points} needed): the "
+                                    "matches are not of the same ground (featureless or noise-only images?); "
+                                    "try another MATCHER"))
     steps.check()
     result = _result(refined, solution, offset, ties, before, after, warnings, dem, gcps)
     result.matches_on_grid = int(found)

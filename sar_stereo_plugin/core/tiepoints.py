@@ -156,8 +156,9 @@ def _jacobian(pred, node_r, node_c):
     """d(secondary row, col) / d(reference row, col) at the middle node of a prediction grid."""
     i = j = _NODES // 2
     dr, dc = node_r[1] - node_r[0], node_c[1] - node_c[0]
-    return np.array([[(pred[0, i + 1, j] - pred[0, i - 1, j]) / (2 * dr), (pred[0, i, j + 1] - pred[0, i, j - 1]) / (2 * dc)],
-                     [(pred[1, i + 1, j] - pred[1, i - 1, j]) / (2 * dr), (pred[1, i, j + 1] - pred[1, i, j - 1]) / (2 * dc)]])
+    d_row = (pred[:, i + 1, j] - pred[:, i - 1, j]) / (2 * dr)  # (secondary row, col) per reference row
+    d_col = (pred[:, i, j + 1] - pred[:, i, j - 1]) / (2 * dc)
+    return np.stack([d_row, d_col], axis=1)
 
 
 def _phase_correlation(a, b, reach):

@@ -26,8 +26,8 @@ except ImportError:
 
 
 MODELS = Path(__file__).resolve().parent / "models"
-ALGORITHMS = (InstallDeps, ImportProduct, SimulatePair, InspectPair, RefinePair, MatchPair, EvaluateMatches, GenerateElevation, EvaluateDem,
-              BuildDataset, Finetune)
+ALGORITHMS = (InstallDeps, ImportProduct, SimulatePair, InspectPair, RefinePair, MatchPair, EvaluateMatches,
+              GenerateElevation, EvaluateDem, BuildDataset, Finetune)
 
 
 def shipped_models():

@@ -19,7 +19,7 @@ def match(ctx, **params):
 
 def _match_raster(ctx, answer, name="out.tif"):
     ds = gdal.Open(str(ctx / name))
-    if ds is None or ds.RasterCount != 3:
+    if ds is None or ds.RasterCount < 3:  # a fourth band: the round trip
         return "no match raster written"
     cert = ds.GetRasterBand(3).ReadAsArray()
     if not np.isfinite(cert).mean() > 0.3:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from harness import OUTCOMES
+from qgis_fixtures import _collect_qgis_objects_before_exit, plugin  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,8 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
                 key, f"Sensor model of the {role} image (JSON, instead of the one found with the image)",
                 extension="json", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.REFERENCE_DEM, "Reference DEM for absolute control (heights above the WGS84 ellipsoid)", optional=True))
+            self.REFERENCE_DEM, "Reference DEM for absolute control (heights above the WGS84 ellipsoid)",
+            optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.GCPS, "Ground control points", [QgsProcessing.TypeVectorPoint], optional=True))
         self.addParameter(QgsProcessingParameterField(

@@ -159,21 +159,3 @@ def test_folders_that_are_not_datasets(alpine_pair, dataset, tmp_path):
     with pytest.raises(GeometryError, match="VALIDATION_FRACTION"):
         build_dataset([(paths["reference"], paths["secondary"])], paths["dem"], tmp_path / "x",
                       **{**SETTINGS, "split": (0.9, 0.2, 0.1)})
-
-
-# ---------------------------------------------------------------- as a QGIS user runs it
-def test_builddataset_algorithm(plugin, alpine_pair, tmp_path):
-    import processing
-    from qgis.core import QgsProcessingException
-    paths, _ = alpine_pair
-    params = {"REFERENCES": [paths["reference"]], "SECONDARIES": [paths["secondary"]], "DSM": paths["dem"],
-              "PATCH_SIZE": 64, "OVERLAP": 0, "BLOCK_SIZE": 100, "VALIDATION_FRACTION": 0.2, "TEST_FRACTION": 0.2,
-              "HEIGHT_UNCERTAINTY": 200.0, "SEED": 1, "OUTPUT": str(tmp_path / "ds")}
-    result = processing.run("sarstereo:builddataset", params)
-    counts = load_manifest(result["OUTPUT"])["counts"]
-    assert (result["TRAIN_SAMPLES"], result["VALIDATION_SAMPLES"], result["TEST_SAMPLES"]) == (
-        counts["train"], counts["val"], counts["test"])
-    assert counts["train"] > 0 and sum(counts.values()) >= 5
-    with pytest.raises(QgsProcessingException, match="REFERENCES and SECONDARIES"):
-        processing.run("sarstereo:builddataset", {**params, "SECONDARIES": [paths["secondary"]] * 2,
-                                                  "OUTPUT": str(tmp_path / "b")})

@@ -74,7 +74,7 @@ def test_simulatepair_loads_styled(plugin, tmp_path, shared_data, qgis_new_proje
     processing.runAndLoadResults("sarstereo:simulatepair", {
         "DEM": str(shared_data / "dem" / "hintereisferner_srtm3.tif"), "PIXEL_SPACING": 60.0,
         "ROWS": 96, "COLS": 96, **_outputs(tmp_path)})
-    layers = {Path(l.source()).name: l for l in QgsProject.instance().mapLayers().values()}
+    layers = {Path(lyr.source()).name: lyr for lyr in QgsProject.instance().mapLayers().values()}
     assert sorted(layer.name() for layer in layers.values()) == ["Ground truth (valid pixels)", "Reference image",
                                                                  "Secondary image"]
     ramp = layers["ref.tif"].renderer().shader().rasterShaderFunction()

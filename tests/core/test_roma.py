@@ -17,7 +17,7 @@ from sar_stereo_plugin.core.matchers.stretch import amplitude_to_uint8
 torch = pytest.importorskip("torch")
 roma = pytest.importorskip("sar_stereo_plugin.core.matchers.roma")
 weight_files = pytest.importorskip("sar_stereo_plugin.core.matchers.weights")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(device="cpu", coarse_res=112, upsample_res=None, batch_size=2)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "sar_stereo_plugin" / "processing" / "models" / "radargrammetry.model3"
 POC = 2  # index of "poc" in the MATCHER enum
 # measured on this pair with POC's defaults (forward-backward check, certainty 0.05, robust fusion):
@@ -35,13 +35,13 @@ def chain(tmp_path_factory, qgis_processing, qgis_iface):
                                               "SECONDARY_OUTPUT": str(d / "secondary.tif"),
                                               "GROUND_TRUTH_OUTPUT": str(d / "truth.tif"),
                                               "DEM_OUTPUT": str(d / "source_dem.tif")})
-    processing.run("sarstereo:refinepair", {"REFERENCE": str(d / "reference.tif"), "SECONDARY": str(d / "secondary.tif"),
-                                            "REFERENCE_DEM": str(d / "source_dem.tif"),
+    pair = {"REFERENCE": str(d / "reference.tif"), "SECONDARY": str(d / "secondary.tif")}
+    processing.run("sarstereo:refinepair", {**pair, "REFERENCE_DEM": str(d / "source_dem.tif"),
                                             "REFINED_REFERENCE_MODEL": str(d / "ref.json"),
                                             "REFINED_SECONDARY_MODEL": str(d / "sec.json")})
-    processing.run("sarstereo:matchpair", {"REFERENCE": str(d / "reference.tif"), "SECONDARY": str(d / "secondary.tif"),
-                                           "REFERENCE_MODEL": str(d / "ref.json"), "SECONDARY_MODEL": str(d / "sec.json"),
-                                           "MATCHER": POC, "OUTPUT": str(d / "matches.tif")})
+    processing.run("sarstereo:matchpair", {**pair, "REFERENCE_MODEL": str(d / "ref.json"),
+                                           "SECONDARY_MODEL": str(d / "sec.json"), "MATCHER": POC,
+                                           "OUTPUT": str(d / "matches.tif")})
     processing.run("sarstereo:generateelevation", {"MATCHES": str(d / "matches.tif"), "OUTPUT": str(d / "dem.tif")})
     processing.run("sarstereo:evaluatedem", {"DEM": str(d / "dem.tif"), "REFERENCE_DEM": str(d / "source_dem.tif"),
                                              "ERROR_OUTPUT": str(d / "error.tif"), "REPORT": str(d / "report.json")})

@@ -11,7 +11,7 @@ from qgis.gui import QgsDoubleSpinBox
 from qgis.PyQt.QtGui import QTextDocument
 from test_desktop import desktop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_provider_and_algorithm_registered(plugin):
@@ -157,7 +157,7 @@ def test_footprints_load_styled(plugin, winnipeg_layer, tmp_path):
     processing.runAndLoadResults("sarstereo:inspectpair", {
         "REFERENCE": winnipeg_layer, "SECONDARY": str(second), "HEIGHT": 240.0,
         "FOOTPRINTS": "TEMPORARY_OUTPUT", "REPORT": str(tmp_path / "r.json")})
-    layers = [l for l in QgsProject.instance().mapLayers().values() if l.type() == l.VectorLayer]
+    layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.type() == lyr.VectorLayer]
     assert len(layers) == 1
     renderer = layers[0].renderer()
     assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "role"

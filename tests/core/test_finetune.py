@@ -6,7 +6,6 @@ interrupted run). The dataset format is written here directly (``write_dataset``
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,54 +13,11 @@ import pytest
 torch = pytest.importorskip("torch")
 if importlib.util.find_spec("romatch") is None:  # importing it directly trips pytorch/vision#9085
     pytest.skip("romatch is not installed", allow_module_level=True)
+from training_data import write_dataset  # noqa: E402
+
 from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair  # noqa: E402
 from sar_stereo_plugin.core.training import finetune as ft  # noqa: E402
 from sar_stereo_plugin.core.training.losses import matching_loss, robust, truth_at  # noqa: E402
-
-
-def scene(rng, shape, corr=1.5, db=4.0):
-    """Ground reflectivity: a log-normal texture, correlation ``corr`` pixels, ``db`` dB spread."""
-    from scipy.ndimage import gaussian_filter
-    g = gaussian_filter(rng.standard_normal(shape), corr)
-    return np.exp(g / g.std() * db / 4.343)
-
-
-def speckle(rng, tex):
-    return np.sqrt(tex * rng.gamma(4.0, 0.25, tex.shape)).astype(np.float32)
-
-
-def write_dataset(folder, n_files=4, patch=32, margin=8, seed=0, splits=("train", "train", "train", "val"),
-                  entries=None):
-    """A dataset folder in the builder's format: reference (P, P), a larger secondary window
-    (not square) showing the same ground with its own speckle, the exact warp. ``entries``: list
-    that many samples, cycling over the files (a fixed dataset of any length)."""
-    folder = Path(folder)
-    rng = np.random.default_rng(seed)
-    samples = []
-    for i in range(n_files):
-        size = patch + 5 * margin
-        tex = scene(rng, (size, size))
-        hs, ws = patch + 2 * margin, patch + 3 * margin
-        r0, c0 = 2 * margin, 2 * margin + 1
-        r1, c1 = (int(rng.integers(0, size - n + 1)) for n in (hs, ws))
-        rows = np.broadcast_to(r0 + np.arange(patch)[:, None] - r1, (patch, patch))
-        cols = np.broadcast_to(c0 + np.arange(patch)[None] - c1, (patch, patch))
-        valid = (rows >= 0) & (rows < hs) & (cols >= 0) & (cols < ws)
-        warp = np.stack([(2.0 * cols + 1) / ws - 1, (2.0 * rows + 1) / hs - 1], -1).astype(np.float32)
-        warp[~valid] = np.nan
-        split = splits[i % len(splits)]
-        name = f"{split}/{i:06d}.npz"
-        (folder / split).mkdir(parents=True, exist_ok=True)
-        np.savez(folder / name, reference=speckle(rng, tex)[r0:r0 + patch, c0:c0 + patch],
-                 secondary=speckle(rng, tex)[r1:r1 + hs, c1:c1 + ws], warp=warp, valid=valid.astype(np.uint8))
-        samples.append({"file": name, "split": split})
-    if entries:
-        samples = [dict(samples[i % n_files]) for i in range(entries)]
-    counts = {s: sum(e["split"] == s for e in samples) for s in ("train", "val", "test")}
-    (folder / "manifest.json").write_text(json.dumps({"schema": "sarstereo.dataset/1", "patch_size": patch,
-                                                       "samples": samples, "counts": counts}))
-    return folder
-
 
 # --- the loss ------------------------------------------------------------------------------------
 
@@ -207,24 +163,3 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path):
     assert [r["step"] for r in log["train"]] == list(range(1, 10))
     assert [e["event"] for e in log["events"]] == ["start", "canceled", "resume", "done"]
     assert resumed.validation == whole.validation and set(resumed.validation["accuracy_at_px"]) == {"1", "3", "5", "10"}
-
-
-# --- the Processing algorithm -------------------------------------------------------------------
-
-def test_finetune_algorithm_runs_and_reports(qgis_processing, tmp_path):
-    """sarstereo:finetune as QGIS runs it (the instance itself: provider registration is tested
-    with the provider); a folder without manifest becomes a Processing error with the same words."""
-    import processing
-    from qgis.core import QgsProcessingException
-
-    from sar_stereo_plugin.processing.algorithms.finetune import Finetune
-    data = write_dataset(tmp_path / "data", n_files=3, patch=64, splits=("train", "train", "val"))
-    params = {"DATASET": str(data), "MODEL": 0, "EPOCHS": 2, "BATCH_SIZE": 2, "LEARNING_RATE": 1e-3,
-              "LAMBDA_C": 0.01, "DEVICE": "cpu", "RESUME": False, "OUTPUT": str(tmp_path / "run")}
-    result = processing.run(Finetune(), params)
-    assert result["OUTPUT"] == str(tmp_path / "run") and 0.0 <= result["VALIDATION_ACCURACY_3PX"] <= 1.0
-    log = json.loads((tmp_path / "run" / "log.json").read_text())
-    assert log["config"]["steps"] == 2 and len(log["validation"]) == 2
-    assert (tmp_path / "run" / "light_sar.pth").is_file()
-    with pytest.raises(QgsProcessingException, match="manifest.json"):
-        processing.run(Finetune(), dict(params, DATASET=str(tmp_path), OUTPUT=str(tmp_path / "other")))

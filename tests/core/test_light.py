@@ -23,10 +23,9 @@ from sar_stereo_plugin.core.matchers import MatcherUnavailable, PatchPair, creat
 from sar_stereo_plugin.core.matchers import weights as weight_files  # noqa: E402
 from sar_stereo_plugin.core.matchers.poc import PocMatcher  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "sar_stereo_plugin" / "weights" / light.LIGHT_FILE
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_finetune import scene, speckle, write_dataset  # noqa: E402
+from training_data import scene, speckle, write_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -188,7 +187,7 @@ def shipped():
 def test_shipped_weights_match_a_shifted_pair(shipped):
     rng = np.random.default_rng(5)
     pairs = [shifted_pair(rng, size=128, shift=s) for s in ((9, -14), (-20, 6))]
-    for pair, (dr, dc), m in zip(pairs, ((9, -14), (-20, 6)), shipped.match(pairs)):
+    for (dr, dc), m in zip(((9, -14), (-20, 6)), shipped.match(pairs)):
         r, c = np.mgrid[0:128, 0:128]
         inside = (r + dr >= 0) & (c + dc >= 0)  # the truth lies in the window (all of it fits below/right)
         epe = np.hypot(m.rows - (r + dr), m.cols - (c + dc))[inside]

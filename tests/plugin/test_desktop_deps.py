@@ -136,7 +136,7 @@ class Feedback(QgsProcessingFeedback):
 processing.run('sarstereo:matchpair', {{'REFERENCE': {paths['reference']!r}, 'SECONDARY': {paths['secondary']!r},
                'MATCHER': 0, 'PATCH_SIZE': 128, 'OUTPUT': {str(tmp_path / 'm.tif')!r}}}, feedback=Feedback())
 """
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                               "SARSTEREO_DEPS_DIR": str(tmp_path / "none")})

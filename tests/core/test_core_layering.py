@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "sar_stereo_plugin" / "core"
 FORBIDDEN = ("qgis", "PyQt5", "PyQt6", "sip")
 

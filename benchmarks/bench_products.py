@@ -30,21 +30,14 @@ _DATA = {}
 
 
 def _scene():
-    if not _DATA:
-        from sar_stereo_plugin.core.flight import level_flight_model
+    """bench_geometry's pair and points, with both models also as SICD-kind models."""
+    if "sref" not in _DATA:
+        from bench_geometry import _scene as zero_doppler_scene
+
         from sar_stereo_plugin.core.sicd_model import SicdModel
-        common = dict(center_lon=10.8, center_lat=46.8, center_h=2500.0, heading_deg=20.0,
-                      altitude_m=8000.0, rows=1000, cols=1000)
-        ref = level_flight_model(incidence_deg=35.0, **common)
-        sec = level_flight_model(incidence_deg=55.0, **common)
-        rng = np.random.default_rng(0)
-        rows, cols = rng.uniform(0, 999, N), rng.uniform(0, 999, N)
-        heights = rng.uniform(2000.0, 3000.0, N)
-        lon, lat, h = ref.rdr2geo(rows, cols, height=heights)
-        sec_rows, sec_cols = sec.geo2rdr(lon, lat, h)
-        _DATA.update(ref=ref, sec=sec, sref=SicdModel.from_zero_doppler(ref, 2500.0),
-                     ssec=SicdModel.from_zero_doppler(sec, 2500.0), rows=rows, cols=cols, heights=heights,
-                     lon=lon, lat=lat, sec_rows=sec_rows, sec_cols=sec_cols)
+        _DATA.update(zero_doppler_scene())
+        _DATA.update(sref=SicdModel.from_zero_doppler(_DATA["ref"], 2500.0),
+                     ssec=SicdModel.from_zero_doppler(_DATA["sec"], 2500.0))
     return _DATA
 
 

@@ -12,6 +12,16 @@ from scipy.interpolate import CubicHermiteSpline
 from .errors import GeometryError
 
 
+def within_span(t, span, what, advice=""):
+    """Times ``t`` (seconds) as float64, refused where a finite one falls outside ``span`` (of ``what``)."""
+    t = np.asarray(t, dtype=np.float64)
+    finite = t[np.isfinite(t)]
+    if finite.size and (finite.min() < span[0] or finite.max() > span[1]):
+        raise GeometryError(f"time {finite.min():.6f}..{finite.max():.6f} s is outside {what} "
+                            f"{span[0]:.6f}..{span[1]:.6f} s{advice}")
+    return t
+
+
 class Orbit:
     """Interpolated ECEF trajectory. Times are seconds after the model's reference epoch."""
 
@@ -26,14 +36,8 @@ class Orbit:
         return float(self.time[0]), float(self.time[-1])
 
     def _check(self, t):
-        t = np.asarray(t, dtype=np.float64)
-        finite = t[np.isfinite(t)]
-        if finite.size and (finite.min() < self.time[0] or finite.max() > self.time[-1]):
-            raise GeometryError(
-                f"time {finite.min():.6f}..{finite.max():.6f} s is outside the orbit's state "
-                f"vectors {self.time[0]:.6f}..{self.time[-1]:.6f} s; supply state vectors that "
-                "cover the whole acquisition")
-        return t
+        return within_span(t, self.span, "the orbit's state vectors",
+                           "; supply state vectors that cover the whole acquisition")
 
     def position(self, t):
         return self._pos(self._check(t))

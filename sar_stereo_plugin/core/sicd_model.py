@@ -29,6 +29,7 @@ import numpy as np
 
 from . import ellipsoid
 from .errors import GeometryError, SensorModelError, located
+from .orbit import within_span
 from .rangedoppler import blockwise
 from .sensor import SensorModel
 
@@ -92,13 +93,7 @@ class PolyOrbit:
         return float(self.time[0]), float(self.time[-1])
 
     def _check(self, t):
-        t = np.asarray(t, dtype=np.float64)
-        finite = t[np.isfinite(t)]
-        if finite.size and (finite.min() < self.time[0] or finite.max() > self.time[-1]):
-            raise GeometryError(
-                f"time {finite.min():.6f}..{finite.max():.6f} s is outside the span of the product's ARP "
-                f"polynomial {self.time[0]:.6f}..{self.time[-1]:.6f} s (the collection)")
-        return t
+        return within_span(t, self.span, "the span of the product's ARP polynomial", " (the collection)")
 
     def _stack(self, coefs, t):
         return np.stack([poly1(c, t) for c in coefs], axis=-1)

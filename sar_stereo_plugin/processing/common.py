@@ -8,7 +8,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingParameterDefinition, QgsProcessingUtils
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
+)
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.errors import SarStereoError
@@ -75,6 +82,34 @@ class Algorithm:
         for param in params:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+
+    # ---- a stereo pair: REFERENCE and SECONDARY images, each with an optional sensor-model file
+    REFERENCE, SECONDARY = "REFERENCE", "SECONDARY"
+    REFERENCE_MODEL, SECONDARY_MODEL = "REFERENCE_MODEL", "SECONDARY_MODEL"
+
+    def add_pair(self, advanced_models=False):
+        """The pair's parameters (the model files in the Advanced section if ``advanced_models``)."""
+        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
+        models = [QgsProcessingParameterFile(key, f"Sensor model of the {role} image (JSON, instead of the one "
+                                                  "found with the image)", extension="json", optional=True)
+                  for key, role in ((self.REFERENCE_MODEL, "reference"), (self.SECONDARY_MODEL, "secondary"))]
+        if advanced_models:
+            self.advanced(*models)
+        else:
+            for param in models:
+                self.addParameter(param)
+
+    def pair_paths(self, parameters, context):
+        """{REFERENCE: path, SECONDARY: path} of the pair's images."""
+        return {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
+                for key in (self.REFERENCE, self.SECONDARY)}
+
+    def pair_models(self, parameters, context, paths):
+        """Both sensor models: the files given, else those found with the images (call inside
+        :func:`user_errors`)."""
+        return [load_model(paths[key], self.parameterAsFile(parameters, model_key, context) or None)
+                for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL), (self.SECONDARY, self.SECONDARY_MODEL))]
 
 
 def help_html(paragraphs, advanced=None):

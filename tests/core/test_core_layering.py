@@ -111,7 +111,7 @@ ALLOWED = {
     # sicd_model: the second kind of sensor model, which sensor loads (on use) for schema /2, kind sicd
     "sensor": {"corrections", "dem", "ellipsoid", "errors", "inputs", "orbit", "rangedoppler", "sicd_model"},
     "sicd_doc": {"ellipsoid", "errors"},
-    "sicd_model": {"ellipsoid", "errors", "rangedoppler", "sensor", "sicd_doc"},
+    "sicd_model": {"ellipsoid", "errors", "orbit", "rangedoppler", "sensor", "sicd_doc"},
     "stereo": {"ellipsoid", "rangedoppler"},
     "coregistration": set(),
     "flight": {"ellipsoid", "errors", "sensor"},

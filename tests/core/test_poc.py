@@ -184,8 +184,8 @@ def test_poc_accuracy_table_on_hintereisferner(alpine_pair, tmp_path):
     paths, _ = alpine_pair
     out = tmp_path / "poc.tif"
     match_pair(paths["reference"], paths["secondary"], out, create_matcher("poc"),
-               MatchSettings(patch_size=128, overlap=32, height_uncertainty_m=700.0))
-    report = evaluate_matches(out, paths["ground_truth"])
+               MatchSettings(patch_size=128, overlap=32, height_uncertainty_m=700.0, consistency_px=0.0))
+    report = evaluate_matches(out, paths["ground_truth"])  # the matcher's answers, as the method's table has them
     # measured: 0.795 / 0.954 / 0.967 / 0.973, coverage 0.974, median EPE 0.53 px
     floors = {"1": 0.75, "3": 0.92, "5": 0.94, "10": 0.95}
     assert all(report["accuracy_at_px"][k] > floors[k] for k in floors), report["accuracy_at_px"]

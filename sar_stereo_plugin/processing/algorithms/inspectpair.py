@@ -13,7 +13,6 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -21,16 +20,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..common import Algorithm, decimals, layer_path, layer_title, load_model, number, title, user_errors
+from ..common import Algorithm, decimals, layer_path, layer_title, number, title, user_errors
 from ..styling import on_load, qml, run_group
 
 
 class InspectPair(Algorithm, QgsProcessingAlgorithm):
     ALG_ID, GROUP_ID = "inspectpair", "geometry"
-    REFERENCE = "REFERENCE"
-    SECONDARY = "SECONDARY"
-    REFERENCE_MODEL = "REFERENCE_MODEL"
-    SECONDARY_MODEL = "SECONDARY_MODEL"
     DEM = "DEM"
     HEIGHT = "HEIGHT"
     FOOTPRINTS = "FOOTPRINTS"
@@ -45,12 +40,7 @@ class InspectPair(Algorithm, QgsProcessingAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
-        for key, role in ((self.REFERENCE_MODEL, "reference"), (self.SECONDARY_MODEL, "secondary")):
-            self.addParameter(QgsProcessingParameterFile(
-                key, f"Sensor model of the {role} image (JSON, instead of the one found with the image)",
-                extension="json", optional=True))
+        self.add_pair()
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.DEM, "DEM (heights above the WGS84 ellipsoid)", optional=True))
         self.addParameter(decimals(QgsProcessingParameterNumber(
@@ -71,8 +61,7 @@ class InspectPair(Algorithm, QgsProcessingAlgorithm):
         from ...core.atomic import atomic_file, check_outputs
         from ...core.pair import inspect_pair
         from ...core.raster import gcp_height
-        paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
-                 for key in (self.REFERENCE, self.SECONDARY)}
+        paths = self.pair_paths(parameters, context)
         dem_layer = self.parameterAsRasterLayer(parameters, self.DEM, context)
         report_path = self.parameterAsFileOutput(parameters, self.REPORT, context)
         model_files = {key: self.parameterAsFile(parameters, key, context)
@@ -86,8 +75,7 @@ class InspectPair(Algorithm, QgsProcessingAlgorithm):
             check_outputs({self.REPORT: report_path, self.FOOTPRINTS: self.parameterAsOutputLayer(
                 parameters, self.FOOTPRINTS, context) or None}, {**paths, **model_files, self.DEM: dem_layer and
                                                                  layer_path(dem_layer)})
-            ref = load_model(paths[self.REFERENCE], model_files[self.REFERENCE_MODEL])
-            sec = load_model(paths[self.SECONDARY], model_files[self.SECONDARY_MODEL])
+            ref, sec = self.pair_models(parameters, context, paths)
             for key, model in ((self.REFERENCE, ref), (self.SECONDARY, sec)):
                 checks.fits(paths[key], model, key)  # footprints of the image given, not another
             feedback.setProgress(10)

@@ -22,7 +22,6 @@ from ..common import (
     decimals,
     layer_path,
     layer_title,
-    load_model,
     optional_number,
     title,
     user_errors,
@@ -39,10 +38,6 @@ SHORT = {"auto": "auto", "roma": "RoMa", "poc": "POC", "light": "light"}
 
 class MatchPair(Algorithm, QgsProcessingAlgorithm):
     ALG_ID, GROUP_ID = "matchpair", "matching"
-    REFERENCE = "REFERENCE"
-    SECONDARY = "SECONDARY"
-    REFERENCE_MODEL = "REFERENCE_MODEL"
-    SECONDARY_MODEL = "SECONDARY_MODEL"
     MATCHER = "MATCHER"
     PATCH_SIZE = "PATCH_SIZE"
     OVERLAP = "OVERLAP"
@@ -79,9 +74,9 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
         f"embedding both sensor models, input of {title('generateelevation')}.",
     )
     ADVANCED = {
-        REFERENCE_MODEL: "a sarstereo.sensor/1 JSON file used instead of the model found with the image "
+        Algorithm.REFERENCE_MODEL: "a sarstereo.sensor/1 JSON file used instead of the model found with the image "
                          "(GeoTIFF metadata, a sidecar <image>.sensor.json, or the HDF5 product).",
-        SECONDARY_MODEL: "the same for the secondary image.",
+        Algorithm.SECONDARY_MODEL: "the same for the secondary image.",
         WEIGHTS: "RoMa's weights; empty: the folder set in Settings > Options > Processing > Providers > "
                  f"{PROVIDER_NAME}, else the plugin's weights folder. The light matcher's weights ship with the "
                  "plugin.",
@@ -98,8 +93,7 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
+        self.add_pair(advanced_models=True)
         self.addParameter(QgsProcessingParameterEnum(self.MATCHER, "Matcher",
                                                      options=[MATCHER_LABELS[m] for m in MATCHERS], defaultValue=0))
         self.addParameter(number(self.PATCH_SIZE, "Patch size (reference pixels; empty: the matcher's own, 512 for "
@@ -122,10 +116,6 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
         self.addParameter(number(self.GRID_STEP, "POC grid step (pixels)", number.Integer, defaultValue=4,
                                  minValue=1))
         self.advanced(
-            QgsProcessingParameterFile(self.REFERENCE_MODEL, "Sensor model of the reference (JSON)", extension="json",
-                                       optional=True),
-            QgsProcessingParameterFile(self.SECONDARY_MODEL, "Sensor model of the secondary (JSON)", extension="json",
-                                       optional=True),
             QgsProcessingParameterFile(self.WEIGHTS, "RoMa weights (.pth; from fine-tuning, or roma_outdoor)",
                                        optional=True),
             QgsProcessingParameterFile(self.DINOV2_WEIGHTS, "DINOv2 ViT-L/14 weights for RoMa (.pth)", optional=True),
@@ -147,8 +137,7 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ...core.matchers import create_matcher
         from ...core.matching import MatchSettings, match_pair
-        paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
-                 for key in (self.REFERENCE, self.SECONDARY)}
+        paths = self.pair_paths(parameters, context)
         dem_layer = self.parameterAsRasterLayer(parameters, self.PRIOR_DEM, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         given = {key: parameters.get(key) not in (None, "")
@@ -175,9 +164,7 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
             epipolar_band_px=self.parameterAsDouble(parameters, self.EPIPOLAR_BAND, context) or None,
             consistency_px=optional_number(self, parameters, self.CONSISTENCY_PX, context))
         with user_errors():
-            models = [load_model(paths[key], self.parameterAsFile(parameters, model_key, context))
-                      for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL),
-                                             (self.SECONDARY, self.SECONDARY_MODEL))]
+            models = self.pair_models(parameters, context, paths)
             asked = MATCHERS[self.parameterAsEnum(parameters, self.MATCHER, context)]
             matcher = create_matcher(asked, **options)
             if asked == "auto" and matcher.name == "poc":

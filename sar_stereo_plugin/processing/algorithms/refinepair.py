@@ -10,7 +10,6 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -18,17 +17,13 @@ from qgis.core import (
 )
 
 from ...core.matchers import MATCHERS
-from ..common import Algorithm, layer_path, layer_title, load_model, optional_number, title, user_errors, weights_folder
+from ..common import Algorithm, layer_path, layer_title, optional_number, title, user_errors, weights_folder
 from ..styling import on_load, run_group, tie_points
 from .matchpair import MATCHER_LABELS
 
 
 class RefinePair(Algorithm, QgsProcessingAlgorithm):
     ALG_ID, GROUP_ID = "refinepair", "geometry"
-    REFERENCE = "REFERENCE"
-    SECONDARY = "SECONDARY"
-    REFERENCE_MODEL = "REFERENCE_MODEL"
-    SECONDARY_MODEL = "SECONDARY_MODEL"
     REFERENCE_DEM = "REFERENCE_DEM"
     GCPS = "GCPS"
     GCP_HEIGHT_FIELD = "GCP_HEIGHT_FIELD"
@@ -67,12 +62,7 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference SAR image (slant range)"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.SECONDARY, "Secondary SAR image (slant range)"))
-        for key, role in ((self.REFERENCE_MODEL, "reference"), (self.SECONDARY_MODEL, "secondary")):
-            self.addParameter(QgsProcessingParameterFile(
-                key, f"Sensor model of the {role} image (JSON, instead of the one found with the image)",
-                extension="json", optional=True))
+        self.add_pair()
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.REFERENCE_DEM, "Reference DEM for absolute control (heights above the WGS84 ellipsoid)",
             optional=True))
@@ -109,8 +99,7 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
         from ...core.matchers import create_matcher
         from ...core.refine import RefineSettings
         from ...core.refine_pair import refine_pair
-        paths = {key: layer_path(self.parameterAsRasterLayer(parameters, key, context))
-                 for key in (self.REFERENCE, self.SECONDARY)}
+        paths = self.pair_paths(parameters, context)
         dem = self.parameterAsRasterLayer(parameters, self.REFERENCE_DEM, context)
         gcps = self._gcps(parameters, context)
         settings = RefineSettings(
@@ -122,9 +111,7 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
                    for key in (self.REFINED_REFERENCE_MODEL, self.REFINED_SECONDARY_MODEL, self.REPORT)}
         ties = self.parameterAsOutputLayer(parameters, self.TIE_POINTS, context) or None
         with user_errors():
-            models = [load_model(paths[key], self.parameterAsFile(parameters, model_key, context))
-                      for key, model_key in ((self.REFERENCE, self.REFERENCE_MODEL),
-                                             (self.SECONDARY, self.SECONDARY_MODEL))]
+            models = self.pair_models(parameters, context, paths)
             matcher = create_matcher(MATCHERS[self.parameterAsEnum(parameters, self.MATCHER, context)],
                                      weights_dir=weights_folder())
             feedback.pushInfo(f"tie points from: {matcher.describe()}")

@@ -102,9 +102,10 @@ def test_shipped_model_valid_labelled_ordered(provider):
     assert inputs == [("image_reference", False), ("image_secondary", False), ("matcher", False),
                       ("reference_dem", True)]
     outputs = {p.name(): p.description() for p in model.destinationParameterDefinitions()}
-    assert len(outputs) == 8 and all(outputs.values()), outputs
+    assert len(outputs) == 9 and all(outputs.values()), outputs
     assert outputs["refine:TiePoints"] == "Tie points"
     assert outputs["elevation:DEM"] == "DEM" and outputs["match:Matches"] == "Matches"
+    assert outputs["elevation:Quality"] == "DEM quality"
 
 
 def test_edit_model_from_the_toolbox(plugin, qgis_iface, provider):

@@ -194,3 +194,21 @@ def test_importing_core_loads_neither_qgis_nor_torch():
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------- sizes a reader can take in
+MAX_CORE_LINES = 700  # a core module (docs/ARCHITECTURE.md: about 650)
+MAX_FUNCTION_LINES = 80  # any function of the plugin
+
+
+def test_modules_and_functions_stay_short():
+    import ast
+    plugin = ROOT / "sar_stereo_plugin"
+    long_modules = [f"{p.relative_to(ROOT)}: {n} lines" for p in (plugin / "core").rglob("*.py")
+                    if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_CORE_LINES]
+    long_functions = [f"{p.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+                      for p in plugin.rglob("*.py") if p.name != "resources_rc.py"
+                      for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long_modules and not long_functions, "\n".join(long_modules + long_functions)

@@ -301,9 +301,7 @@ def test_shipped_weights_through_the_patch_engine(tmp_path, shipped):
 def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
     data = write_dataset(tmp_path / "data", n_files=6, patch=64, splits=("train",) * 5 + ("val",))
     out = tmp_path / "run"
-    # without the guardian of killed runs (tests/adversarial tests it): under a loaded machine, two of
-    # three runs inside the whole suite stalled after the last step with it, never without it (not understood)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", SARSTEREO_NO_GUARDIAN="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "sar_stereo_plugin.core.training.finetune", str(data), str(out), "--device", "cpu", "--steps", "4",
            "--batch-size", "1", "--threads", "1", "--log-every", "1"]

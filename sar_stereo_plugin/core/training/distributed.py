@@ -7,6 +7,8 @@ it every call is the one-process answer, so the training loop has a single path.
 import hashlib
 import os
 
+_KEPT = []  # what must outlive the run under torchrun (ProcessGroup.keep)
+
 
 class ProcessGroup:
     """The torchrun process group, or a stand-in for one process: ``world`` processes, this one
@@ -46,6 +48,15 @@ class ProcessGroup:
         out = [None] * self.world
         self.dist.all_gather_object(out, obj)
         return out
+
+    def keep(self, run):
+        """Hold ``run`` (whose DistributedDataParallel model holds the gloo group) until the process
+        ends. Freeing a gloo group joins its worker thread while the freeing thread holds the GIL, and
+        the worker may still need the GIL to free the last collective's tensors: a deadlock, seen as a
+        rank hanging after the last step on a loaded machine. The torchrun entry point ends with
+        ``os._exit`` instead."""
+        if self.dist is not None:
+            _KEPT.append(run)
 
     def barrier(self):
         if self.dist is not None:

@@ -115,6 +115,7 @@ def finetune(dataset_dir, output_dir, settings=None, *, progress=None, is_cancel
     dist = ProcessGroup(torch, dev)
     try:
         run = _Run(torch, settings, data, out, dist, dev, say)
+        dist.keep(run)  # freed under torchrun only when the process ends (ProcessGroup.keep)
         run.train(steps)
         result = run.finish()
     finally:
@@ -451,4 +452,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # end without freeing the process group (ProcessGroup.keep)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

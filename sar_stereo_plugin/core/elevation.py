@@ -227,7 +227,9 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
                    "REPORT (its page)": pages[1]}, {"MATCHES": matches, "REFERENCE_DEM": reference_dem})
     steps = Progress(progress, is_canceled, ElevationCanceled, "elevation: canceled; nothing was written")
     ds, ref, sec = _open_matches(matches)
-    _output_crs(settings.crs, ref, sec, gcp_height(matches) or 0.0)  # a CRS that will not do, before the work
+    if settings.crs:  # a CRS that will not do, refused before the work
+        height = _matching_record(ds, matches).get("height_prior_m")
+        _output_crs(settings.crs, ref, sec, gcp_height(matches) or 0.0 if height is None else float(height))
     prior = _prior(ds, ref, sec, prior_dem, settings, matches)
     points = _triangulate_all(ds, ref, sec, settings, matches, prior, steps.part(0.0, 0.75))
     grid, (dem, count, uncertainty, filled), used, lost = _grid_dem(points, ref, sec, settings)
@@ -633,7 +635,9 @@ def _output_crs(user_crs, ref, sec, height):
         raise GeometryError(located("elevation", "CRS", f"{_crs_name(crs)} is not a projected CRS in metres; "
                                                         "choose one (e.g. the UTM zone of the scene), or leave it "
                                                         "empty for the automatic UTM zone"))
-    checks.crs_distortion(crs, *_centre(ref, height))
+    centre = _centre(ref, height)
+    if np.isfinite(centre).all():  # (the scene height may be unknown yet: checked again with the points')
+        checks.crs_distortion(crs, *centre)
     return crs
 
 

@@ -552,7 +552,7 @@ def check_patches(matcher, plan, pairs, answers, consistency_px):
     backs = [reverse_pair(plan, pair, found) for pair, found in zip(pairs, answers)]
     todo = [back for back in backs if back is not None]
     step = max(1, int(matcher.batch_size))
-    came_back = iter([found for b in range(0, len(todo), step) for found in matcher.match(todo[b:b + step])])
+    came_back = iter([found for b in range(0, len(todo), step) for found in matcher.match_back(todo[b:b + step])])
     kept, trips = [], []
     for pair, found, back in zip(pairs, answers, backs):
         trip = (np.full(pair.reference.shape, np.nan, np.float32) if back is None

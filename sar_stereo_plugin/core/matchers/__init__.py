@@ -96,6 +96,12 @@ class Matcher:
     def match(self, pairs):
         raise NotImplementedError
 
+    def match_back(self, pairs):
+        """The way back of the forward-backward check (``core.matching.check_patches``): the same
+        answers by default; a backend may answer more cheaply, as a round trip need only come back
+        within the tolerance."""
+        return self.match(pairs)
+
     def describe(self):
         """A one-line summary for logs and output metadata."""
         return self.name

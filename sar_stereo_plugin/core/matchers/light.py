@@ -318,6 +318,15 @@ class LightMatcher(Matcher):
                 out[i] = found
         return out
 
+    def match_back(self, pairs):
+        """Without the test-time flips: a quarter of the forwards (a round trip need only come back
+        within ``consistency_px``)."""
+        flips, self.flips = self.flips, False
+        try:
+            return self.match(pairs)
+        finally:
+            self.flips = flips
+
     def _match_batch(self, pairs):
         torch = self._torch
         was_training = self.model.training

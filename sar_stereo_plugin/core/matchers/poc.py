@@ -102,10 +102,15 @@ class PocMatcher(Matcher):
                 f"levels={self.levels or 'auto'}, bandwidth={BANDWIDTH})")
 
     def match(self, pairs):
-        return [self._match_one(p) for p in pairs]
+        return [self._match_one(p, self.grid_step) for p in pairs]
+
+    def match_back(self, pairs):
+        """On a grid twice as coarse: a quarter of the correlations (the answers are interpolated to
+        every pixel either way)."""
+        return [self._match_one(p, 2 * self.grid_step) for p in pairs]
 
     # ------------------------------------------------------------------ one pair
-    def _match_one(self, pair):
+    def _match_one(self, pair, grid_step):
         ref = _log_amplitude(pair.reference)
         sec = _log_amplitude(pair.secondary)
         prior = np.asarray(pair.prior, np.float32)
@@ -118,7 +123,7 @@ class PocMatcher(Matcher):
         t, dense = None, None
         for level in range(levels - 1, -1, -1):
             s = 2 ** level
-            rows, cols = _axis(h, self.grid_step * s), _axis(w, self.grid_step * s)
+            rows, cols = _axis(h, grid_step * s), _axis(w, grid_step * s)
             if t is not None:  # previous level: clean, fill, interpolate to every pixel
                 dense = _interp_grid(_fill(_nan_median3(t[0])), t[1], t[2], np.arange(h), np.arange(w))
             shift, peak = self._level(ref, sec, prior, jac, rows, cols, dense, s)

@@ -271,21 +271,21 @@ class _Fit:
         return -np.linalg.solve(n, g)
 
     def determined(self, x, which):
-        """``which`` without the terms the data do not determine: while any is known worse than
-        :data:`DETERMINED_PX` and is not significant (under :data:`SIGNIFICANT` standard deviations),
-        or is known worse than :data:`ABSURD_PX` at all, the last of those in :data:`ORDER` (the rarer
-        kind of error) is held."""
-        which = list(which)
+        """``which`` without the terms the data do not determine, chosen in :data:`ORDER` (the commoner
+        kind of error first): a term joins the kept ones only if, with it, every kept term is known to
+        :data:`DETERMINED_PX` or lies :data:`SIGNIFICANT` standard deviations from zero, and none is
+        known worse than :data:`ABSURD_PX`. So a term that carries what the data see (the secondary's
+        timing: the relative azimuth) is never dropped for a rarer one that would carry it alone."""
         jac, z = self._scaled(x, which)
         columns = dict(zip(which, jac.T))
-        while which:
-            sd = self._standard_deviations(np.stack([columns[k] for k in which], axis=1), z, x, which)
-            value = np.abs(x[which])
-            weak = np.flatnonzero(((sd > DETERMINED_PX) & (value < SIGNIFICANT * sd)) | (sd > ABSURD_PX))
-            if not weak.size:
-                break
-            which.pop(int(weak[-1]))
-        return which
+        kept = []
+        for k in which:
+            trial = kept + [k]
+            sd = self._standard_deviations(np.stack([columns[j] for j in trial], axis=1), z, x, trial)
+            value = np.abs(x[trial])
+            if not (((sd > DETERMINED_PX) & (value < SIGNIFICANT * sd)) | (sd > ABSURD_PX)).any():
+                kept = trial
+        return kept
 
     def standard_deviations(self, x, which):
         """Posterior standard deviations (pixels) of the parameters ``which`` at ``x``."""

@@ -177,9 +177,9 @@ ABSURD_PX = 5.0  # ... but never where its standard deviation exceeds this
 
 def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
     """The :class:`Solution` of a pair (module doc): robust least squares with weak priors. Once the
-    fit settles, the noise's spatial correlation is learnt from the residuals and the term worst
-    determined is held, one at a time, until every solved term is known to :data:`DETERMINED_PX`;
-    then the rest is solved again, until the choice holds."""
+    fit settles, the noise's spatial correlation is learnt from the residuals and the terms are
+    chosen in :data:`ORDER`, each kept only where every kept term stays determined or significant
+    (:meth:`_Fit.determined`); then those are solved again, until the choice holds."""
     absolute = obs.dem is not None or obs.gcps is not None
     params, held = parameters(ref, sec, absolute)
     fit = _Fit(ref, sec, obs, params)

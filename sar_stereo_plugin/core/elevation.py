@@ -227,11 +227,12 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
                    "REPORT (its page)": pages[1]}, {"MATCHES": matches, "REFERENCE_DEM": reference_dem})
     steps = Progress(progress, is_canceled, ElevationCanceled, "elevation: canceled; nothing was written")
     ds, ref, sec = _open_matches(matches)
+    record = _matching_record(ds, matches)
     if settings.crs:  # a CRS that will not do, refused before the work
-        height = _matching_record(ds, matches).get("height_prior_m")
+        height = record.get("height_prior_m")
         _output_crs(settings.crs, ref, sec, gcp_height(matches) or 0.0 if height is None else float(height))
-    prior = _prior(ds, ref, sec, prior_dem, settings, matches)
-    points = _triangulate_all(ds, ref, sec, settings, matches, prior, steps.part(0.0, 0.75))
+    prior = _prior(ref, sec, prior_dem, settings, record)
+    points = _triangulate_all(ds, ref, sec, settings, matches, record, prior, steps.part(0.0, 0.75))
     grid, (dem, count, uncertainty, filled), used, lost = _grid_dem(points, ref, sec, settings)
     steps.check()
     quality = _quality(grid, dem, count, filled, lost, points, prior, ref, sec) if quality_output or report else None
@@ -339,9 +340,8 @@ def _matching_record(ds, matches):
     return record if isinstance(record, dict) else {}
 
 
-def _prior(ds, ref, sec, prior_dem, settings, matches):
-    """The :class:`_Prior` of a run: ``prior_dem``, else the matching step's record."""
-    record = _matching_record(ds, matches)
+def _prior(ref, sec, prior_dem, settings, record):
+    """The :class:`_Prior` of a run: ``prior_dem``, else the matching step's ``record``."""
     recorded = record.get("prior_dem")
     if prior_dem is None and recorded and Path(recorded).exists():
         prior_dem = recorded
@@ -376,12 +376,13 @@ class _Points:
     round_trip: np.ndarray  # (2, n) a sample of the reference pixels rejected by the forward-backward check
 
 
-def _triangulate_all(ds, ref, sec, settings, matches, prior, steps):
-    """The :class:`_Points` of a match raster, triangulated block by block of rows."""
+def _triangulate_all(ds, ref, sec, settings, matches, record, prior, steps):
+    """The :class:`_Points` of a match raster (``record``: its matching step's), triangulated block by
+    block of rows."""
     max_residual = settings.max_residual_m or 2.0 * max(_pixel_spacings(ref) + _pixel_spacings(sec))
     threshold = settings.certainty_threshold
     if threshold is None:
-        threshold = float(_matching_record(ds, matches).get("certainty_threshold", 0.0))
+        threshold = float(record.get("certainty_threshold", 0.0))
     out, used, sample, bounced = [[], [], [], [], []], 0, [], []
     rejected = {"round_trip_pixels": 0, "layover": 0, "shadow": 0, "off_prior": 0, "off_neighbourhood": 0}
     stride = max(1, ref.rows * ref.cols // MISCLOSURE_SAMPLE)

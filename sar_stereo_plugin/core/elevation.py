@@ -223,8 +223,9 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     error_output = error_output if reference_dem is not None else None
     pages = report_siblings(report) if report else (None, None)
     check_outputs({"OUTPUT": output, "COUNT_OUTPUT": count_output, "UNCERTAINTY_OUTPUT": uncertainty_output,
-                   "ERROR_OUTPUT": error_output, "REPORT": report, "REPORT (its figure)": pages[0],
-                   "REPORT (its page)": pages[1]}, {"MATCHES": matches, "REFERENCE_DEM": reference_dem})
+                   "QUALITY_OUTPUT": quality_output, "ERROR_OUTPUT": error_output, "REPORT": report,
+                   "REPORT (its figure)": pages[0], "REPORT (its page)": pages[1]},
+                  {"MATCHES": matches, "PRIOR_DEM": prior_dem, "REFERENCE_DEM": reference_dem})
     steps = Progress(progress, is_canceled, ElevationCanceled, "elevation: canceled; nothing was written")
     ds, ref, sec = _open_matches(matches)
     record = _matching_record(ds, matches)

@@ -64,6 +64,16 @@ def count_is_matches(ctx):
     return elevation(ctx, COUNT_OUTPUT=ctx / "matches.tif")
 
 
+@case("generateelevation", "QUALITY_OUTPUT is the match raster", refuse=r"QUALITY_OUTPUT.*MATCHES")
+def quality_is_matches(ctx):
+    return elevation(ctx, QUALITY_OUTPUT=ctx / "matches.tif")
+
+
+@case("generateelevation", "OUTPUT is the PRIOR_DEM", refuse=r"OUTPUT.*PRIOR_DEM")
+def output_is_prior(ctx):
+    return elevation(ctx, PRIOR_DEM=ctx / "dem.tif", OUTPUT=ctx / "dem.tif")
+
+
 @case("generateelevation", "OUTPUT is the REFERENCE_DEM", refuse=r"OUTPUT.*REFERENCE_DEM")
 def output_is_reference(ctx):
     return elevation(ctx, REFERENCE_DEM=ctx / "dem.tif", OUTPUT=ctx / "dem.tif")

@@ -12,6 +12,10 @@ with ``azimuth_time_s`` = [a0, a1], ``slant_range_m`` = [r0, r1] and ``position_
 up]: a constant trajectory offset in the track frame at ``t_ref`` (``side_hat`` points to the look
 side, ``up_hat`` away from the Earth's centre). An along-track offset moves the image like an
 azimuth time offset of along / speed; both are kept for airborne systems that report them apart.
+
+``unobservable`` lists the terms (:data:`TERMS`) refinement held at zero because nothing it was
+given could see them (no absolute control): a step that uses the model can warn that, for
+instance, an undetermined slant-range offset may bias every height.
 """
 
 import math
@@ -21,7 +25,8 @@ import numpy as np
 
 from .errors import SensorModelError, located
 
-KEYS = ("reference_time_s", "azimuth_time_s", "slant_range_m", "position_m")
+KEYS = ("reference_time_s", "azimuth_time_s", "slant_range_m", "position_m", "unobservable")
+TERMS = ("azimuth_offset", "azimuth_drift", "range_offset", "range_drift", "cross_track", "vertical")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Corrections:
     azimuth_time_s: tuple = (0.0, 0.0)
     slant_range_m: tuple = (0.0, 0.0)
     position_m: tuple = (0.0, 0.0, 0.0)
+    unobservable: tuple = ()  # names of TERMS held because no absolute control could see them
 
     # ------------------------------------------------------------ time and range
     def time(self, t_nominal):
@@ -65,13 +71,16 @@ class Corrections:
 
     # ------------------------------------------------------------ JSON
     def is_zero(self):
-        return not any(self.azimuth_time_s) and not any(self.slant_range_m) and not any(self.position_m)
+        """Changes nothing and says nothing."""
+        return (not any(self.azimuth_time_s) and not any(self.slant_range_m) and not any(self.position_m)
+                and not self.unobservable)
 
     def to_dict(self):
         return {"reference_time_s": float(self.reference_time_s),
                 "azimuth_time_s": [float(v) for v in self.azimuth_time_s],
                 "slant_range_m": [float(v) for v in self.slant_range_m],
-                "position_m": [float(v) for v in self.position_m]}
+                "position_m": [float(v) for v in self.position_m]} | (
+                   {"unobservable": list(self.unobservable)} if self.unobservable else {})
 
     @classmethod
     def from_dict(cls, doc, source):
@@ -87,6 +96,11 @@ class Corrections:
             values[key] = _numbers(doc.get(key, [0.0] * size), size, f"corrections.{key}", source)
         values["reference_time_s"] = _numbers([doc.get("reference_time_s", 0.0)], 1,
                                               "corrections.reference_time_s", source)[0]
+        held = doc.get("unobservable", [])
+        if not isinstance(held, list) or not set(held) <= set(TERMS):
+            raise SensorModelError(located(source, "corrections.unobservable", f"{held!r}; give a list of "
+                                                                               f"{', '.join(TERMS)}"))
+        values["unobservable"] = tuple(held)
         if not abs(values["azimuth_time_s"][1]) < 0.1:
             raise SensorModelError(located(source, "corrections.azimuth_time_s", "a drift of 10 % of the time "
                                                                                  "or more is not a correction"))

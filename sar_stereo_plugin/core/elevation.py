@@ -263,7 +263,7 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
                                  uncertainty_output and str(uncertainty_output), grid.crs_name, grid.resolution,
                                  (grid.rows, grid.cols), points.threshold, points.matches_used, used,
                                  int((count > 0).sum()), int(filled.sum()), points.max_residual,
-                                 time.perf_counter() - start, points.misclosure_px, _warnings(points),
+                                 time.perf_counter() - start, points.misclosure_px, _warnings(points, ref, sec),
                                  quality_output and str(quality_output), prior.name, points.rejected,
                                  class_counts(quality) if quality is not None else {})
         _evaluate(result, dem_tmp, reference_dem, error_tmp, report_tmp)
@@ -271,8 +271,18 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
     return result
 
 
-def _warnings(points):
+def _warnings(points, ref, sec):
     """What a user must know about the run that the outputs do not show."""
+    blind = [f"{role} {name.replace('_', ' ')}" for role, model in (("reference", ref), ("secondary", sec))
+             if model.corrections is not None for name in model.corrections.unobservable
+             if name not in ("azimuth_offset", "azimuth_drift")]
+    bias = [] if not blind else [
+        "the sensor models were refined without absolute control, which could not see their " + ", ".join(blind)
+        + ": every height may carry a common bias; refine with a REFERENCE_DEM or GCPS (sarstereo:refinepair)"]
+    return bias + _match_warnings(points)
+
+
+def _match_warnings(points):
     checked = sum(points.rejected[k] for k in ("layover", "shadow", "off_prior"))  # dropped by other checks
     dropped = 1.0 - (points.h.size + checked) / max(points.matches_used, 1)
     if points.misclosure_px > MAX_MISCLOSURE_PX:

@@ -4,31 +4,30 @@ Relative orientation: tie points between the images must close (their misclosure
 :func:`.stereo.misclosure_px`, must vanish). Absolute orientation: where a reference DEM is
 given, the triangulated tie points must lie on it (their height differences, whose dependence
 on a horizontal shift through the DEM's slopes is the Nuth & Kaab co-registration of DEMs);
-ground control points fix heights where they
-are. Both are solved together by iteratively reweighted least squares (Tukey's biweight on
-residuals scaled by their robust spread), the Jacobian by finite differences of the geometry
-itself.
+ground control points fix heights where they are. Both are solved together by iteratively
+reweighted least squares (Tukey's biweight on residuals scaled by their robust spread, widened
+by how far neighbours share their errors), the Jacobian by finite differences of the geometry.
 
 Parameters (module :mod:`.corrections`): per image an azimuth time offset and drift, a slant-range
 offset and drift, and for airborne platforms a cross-track and a vertical trajectory offset. Only
-those the data pin down are solved: candidates are taken in order of how common such errors are,
-and one is kept only while every kept parameter's standard deviation stays below ``max_sd_px`` of
-image displacement. The others are held at their start and named unobservable: with tie points
-alone, a common shift of both images and every slant-range term (two range spheres always meet).
+those the data pin down are solved: from all of them, the rarest (in :data:`ORDER`) that is neither
+known to ``DETERMINED_PX`` nor clearly away from zero goes, until none is left; "clearly" counts,
+beside a term's standard deviation, what the DEM's own horizontal misplacement (``dem_accuracy_m``)
+would explain. The others are held at their start and named unobservable: with tie points alone, a
+common shift of both images and every slant-range term (two range spheres always meet).
 """
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .corrections import Corrections
+from .corrections import TERMS, Corrections
 from .errors import GeometryError, SettingsError, located
 from .stereo import misclosure_px, triangulate
 
 TUKEY_C = 4.685
-NAMES = ("azimuth_offset", "azimuth_drift", "range_offset", "range_drift", "cross_track", "vertical")
 # the order candidates are tried in: the secondary's timing first (relative orientation), then what
 # only absolute control reaches
 ORDER = (("secondary", "azimuth_offset"), ("secondary", "azimuth_drift"), ("reference", "azimuth_offset"),
@@ -36,6 +35,7 @@ ORDER = (("secondary", "azimuth_offset"), ("secondary", "azimuth_drift"), ("refe
          ("secondary", "range_drift"), ("reference", "range_drift"), ("secondary", "cross_track"),
          ("reference", "cross_track"), ("secondary", "vertical"), ("reference", "vertical"))
 AIRBORNE_MAX_HEIGHT_M = 100_000.0  # trajectory offsets are solved for platforms below this
+NEEDS_CONTROL = "needs absolute control (REFERENCE_DEM or GCPS)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Parameter:
     name: str
     px: float
     prior: float = 1000.0  # prior standard deviation (pixels)
+    floor: float = 0.0  # what the absolute control cannot tell from its own error (pixels)
 
     @property
     def label(self):
@@ -66,13 +67,52 @@ def parameters(ref, sec, absolute=True):
         if name in ("cross_track", "vertical") and _platform_height(model) > AIRBORNE_MAX_HEIGHT_M:
             continue
         if not absolute and (role == "reference" or not name.startswith("azimuth")):
-            held[f"{role}.{name}"] = ("a common shift of both images: needs absolute control (REFERENCE_DEM or GCPS)"
-                                      if name.startswith("azimuth") else
-                                      "tie points cannot see it: needs absolute control (REFERENCE_DEM or GCPS)")
+            held[f"{role}.{name}"] = ("a common shift of both images: " if name.startswith("azimuth") else
+                                      "tie points cannot see it: ") + NEEDS_CONTROL
             continue
         prior = PRIOR_PX.get(name, PRIOR_TRAJECTORY_M / model.sample_spacing_m)
         out.append(Parameter(role, name, px, prior))
     return out, held
+
+
+def with_floors(params, ref, sec, obs):
+    """``params`` with the floor of each term that only a reference DEM sees: its horizontal
+    accuracy (``obs.dem_accuracy_m``) in units of the term, from how far one unit moves the
+    triangulated ground sideways. A DEM misplaced by that much would explain such a term as well."""
+    if obs.dem is None or not obs.dem_accuracy_m:
+        return params
+    pick = np.linspace(0, obs.r1.size - 1, min(obs.r1.size, 64)).astype(int)
+    ties = (obs.r1[pick], obs.c1[pick], obs.r2[pick], obs.c2[pick])
+
+    def ground(x):
+        lon, lat, _, _ = triangulate(with_values(ref, "reference", params, x), ties[0], ties[1],
+                                     with_values(sec, "secondary", params, x), ties[2], ties[3])
+        return np.c_[lon * np.cos(np.radians(lat)), lat] * 111_320.0
+
+    base, out = ground(np.zeros(len(params))), []
+    for k, p in enumerate(params):
+        if p.role == "secondary" and p.name.startswith("azimuth"):  # the relative azimuth: tie points see it
+            out.append(p)
+            continue
+        moved = ground(np.eye(len(params))[k]) - base  # metres east, north per unit of the term, per point
+        moved = moved[np.isfinite(moved).all(axis=1)]
+        power = float(np.mean(np.sum(moved ** 2, axis=1))) if moved.size else 0.0
+        # a DEM shifted by s is best mimicked by s . mean / power units of the term (least squares)
+        shift_like = float(np.hypot(*moved.mean(axis=0))) if moved.size else 0.0
+        out.append(replace(p, floor=obs.dem_accuracy_m * shift_like / power if power > 0 else ABSURD_PX))
+    return out
+
+
+def refined_models(ref, sec, solution):
+    """Both models with the solved corrections, each naming the terms of its own that no absolute
+    control could see (``Corrections.unobservable``)."""
+    out = []
+    for role, model in (("reference", ref), ("secondary", sec)):
+        model = with_values(model, role, solution.params, solution.x)
+        blind = tuple(name for name in TERMS if NEEDS_CONTROL in solution.unobservable.get(f"{role}.{name}", ""))
+        c = model.corrections or Corrections(reference_time_s=model.centre_time_s)
+        out.append(model.with_corrections(replace(c, unobservable=blind)))
+    return tuple(out)
 
 
 def with_values(model, role, params, x):
@@ -93,7 +133,7 @@ def with_values(model, role, params, x):
             r[1] += v
         else:
             p[1 if param.name == "cross_track" else 2] += v
-    return model.with_corrections(Corrections(c.reference_time_s, tuple(a), tuple(r), tuple(p)))
+    return model.with_corrections(replace(c, azimuth_time_s=tuple(a), slant_range_m=tuple(r), position_m=tuple(p)))
 
 
 # ---------------------------------------------------------------- observations
@@ -108,23 +148,18 @@ class Observations:
     dem: object = None  # a Dem (heights above the ellipsoid) or None
     gcps: np.ndarray = None  # (n, 3) lon, lat, height or None
     gcp_radius_m: float = 50.0
+    dem_accuracy_m: float = 5.0  # the DEM's own horizontal accuracy (RefineSettings.dem_accuracy_m)
 
-    def dem_points_per_cell(self, ref, sec):
-        """Tie points per reference-DEM cell they fall in: their height differences to the DEM share
-        its errors cell by cell, so the DEM counts about once per cell, not once per point."""
-        if self.dem is None:
-            return 1.0
+    cells: tuple = field(default=None, repr=False)  # DEM (row, col) of the cell each tie point falls in
+
+    def group_by_dem_cell(self, ref, sec):
+        """Note which reference-DEM cell each tie point falls in (where the models put it now)."""
         lon, lat, _, _ = triangulate(ref, self.r1, self.c1, sec, self.r2, self.c2)
-        rows, cols = self.dem.lonlat_to_pixel(lon, lat)
-        ok = np.isfinite(rows) & np.isfinite(cols)
-        if not ok.any():
-            return 1.0
-        cells = np.unique(np.floor(rows[ok]).astype(np.int64) * 1_000_003 + np.floor(cols[ok]).astype(np.int64))
-        return max(ok.sum() / cells.size, 1.0)
+        self.cells = tuple(np.round(v) for v in self.dem.lonlat_to_pixel(lon, lat))  # centres are integers
 
     def residuals(self, ref, sec):
-        """(misclosure px, DEM height difference m or None, GCP height difference m or None) of the
-        tie points that count."""
+        """(misclosure px, DEM height difference m or None, GCP height difference m or None) of each
+        tie point (GCP: of each control point)."""
         mis = misclosure_px(ref, sec, self.r1, self.c1, self.r2, self.c2)
         if self.dem is None and self.gcps is None:
             return mis, None, None
@@ -182,6 +217,7 @@ def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
     (:meth:`_Fit.determined`); then those are solved again, until the choice holds."""
     absolute = obs.dem is not None or obs.gcps is not None
     params, held = parameters(ref, sec, absolute)
+    params = with_floors(params, ref, sec, obs)
     fit = _Fit(ref, sec, obs, params)
     x = np.zeros(len(params))
     active, iterations = list(range(len(params))), 0
@@ -224,28 +260,33 @@ class _Fit:
     def __init__(self, ref, sec, obs, params):
         self.ref, self.sec, self.obs, self.params = ref, sec, obs, params
         self.inverse_prior = np.array([1.0 / p.prior ** 2 for p in params])
-        self.inflation = (1.0, math.sqrt(obs.dem_points_per_cell(ref, sec)), 1.0)
+        self.inflation = (1.0, 1.0, 1.0)
         self._cache = (None, None)
+        self._jac = (None, None, None)
 
     def residuals(self, x):
         if self._cache[0] is None or not np.array_equal(self._cache[0], x):
-            models = (with_values(self.ref, "reference", self.params, x),
-                      with_values(self.sec, "secondary", self.params, x))
-            self._cache = (x.copy(), self.obs.residuals(*models))
+            self._cache = (x.copy(), self.evaluate(x))
         return self._cache[1]
 
+    def evaluate(self, x):
+        return self.obs.residuals(*self.models(x))
+
+    def models(self, x):
+        return (with_values(self.ref, "reference", self.params, x), with_values(self.sec, "secondary", self.params, x))
+
     def learn_correlation(self, x):
-        """Inflate each kind's spread by how much neighbouring tie points share their errors
-        (matcher windows overlap, terrain biases matches alike, a coarse DEM misses the same ridge):
-        a lag-one correlation rho on the tie-point grid makes ((1 + rho) / (1 - rho))^2 points count
-        as one; a DEM counts at most once per cell."""
-        res = self.residuals(x)
-        factors = [1.0 if r is None or r.size != self.obs.r1.size else
-                   (1.0 + rho) / (1.0 - rho) for r, rho in
-                   ((r, _grid_correlation(self.obs.r1, self.obs.c1, r) if r is not None and r.size == self.obs.r1.size
-                     else 0.0) for r in res)]
-        factors[1] = max(factors[1], math.sqrt(self.obs.dem_points_per_cell(self.ref, self.sec)))
-        self.inflation = tuple(factors)
+        """Inflate each kind's spread by how much neighbours share their errors (matcher windows
+        overlap, terrain biases matches alike; a coarse DEM misses the same ridge for all the points
+        near it): for the misclosure, a lag-one correlation rho on the tie-point grid makes
+        ((1 + rho) / (1 - rho))^2 points count as one; for the DEM, the spread of the means over
+        blocks of DEM cells says how many (:func:`_block_inflation`)."""
+        mis, dz, gz = self.residuals(x)
+        rho = _grid_correlation(self.obs.r1, self.obs.c1, mis)
+        if dz is not None and self.obs.cells is None:
+            self.obs.group_by_dem_cell(*self.models(x))
+        self.inflation = ((1.0 + rho) / (1.0 - rho), 1.0 if dz is None else _block_inflation(dz, *self.obs.cells),
+                          1.0)
 
     def weights(self, x):
         """Tukey weights of the residuals on their own robust spread (blunders get 0)."""
@@ -259,8 +300,15 @@ class _Fit:
         """(Jacobian, residuals) of ``which``, each row divided by its spread times its inflation."""
         res = self.residuals(x)
         scale = _row_scales(res, _robust_scale, self.inflation)
-        jac = _jacobian(self.ref, self.sec, self.obs, self.params, x, _stack(res), which)
-        return jac / scale[:, None], np.nan_to_num(_stack(res) / scale)
+        return self.jacobian(x, which) / scale[:, None], np.nan_to_num(_stack(res) / scale)
+
+    def jacobian(self, x, which):
+        """d(residuals)/d(parameters ``which``), kept while the parameters stay within
+        :data:`JACOBIAN_REUSE_PX` of where it was taken: the geometry is nearly linear in them."""
+        at, columns, jac = self._jac
+        if at is None or columns != list(which) or np.max(np.abs(x - at)) > JACOBIAN_REUSE_PX:
+            self._jac = (x.copy(), list(which), _jacobian(self.evaluate, x, _stack(self.residuals(x)), which))
+        return self._jac[2]
 
     def step(self, x, which):
         """The Gauss-Newton step of the parameters ``which`` (IRLS weights, weak priors)."""
@@ -271,20 +319,28 @@ class _Fit:
         return -np.linalg.solve(n, g)
 
     def determined(self, x, which):
-        """``which`` without the terms the data do not determine, chosen in :data:`ORDER` (the commoner
-        kind of error first): a term joins the kept ones only if, with it, every kept term is known to
-        :data:`DETERMINED_PX` or lies :data:`SIGNIFICANT` standard deviations from zero, and none is
-        known worse than :data:`ABSURD_PX`. So a term that carries what the data see (the secondary's
-        timing: the relative azimuth) is never dropped for a rarer one that would carry it alone."""
+        """``which`` without the terms the data do not determine. Starting from all of them, refitted
+        (linearly) after each removal, the rarest term in :data:`ORDER` that is neither known to
+        :data:`DETERMINED_PX` nor :data:`SIGNIFICANT` standard deviations from zero (or is known worse
+        than :data:`ABSURD_PX`) goes. So of terms that share one effect the commoner stays (the
+        secondary's timing carries the relative azimuth, a slant-range offset a vertical offset), and
+        an effect is never pushed into a wrong term because the right one was not tried yet."""
         jac, z = self._scaled(x, which)
-        columns = dict(zip(which, jac.T))
-        kept = []
-        for k in which:
-            trial = kept + [k]
-            sd = self._standard_deviations(np.stack([columns[j] for j in trial], axis=1), z, x, trial)
-            value = np.abs(x[trial])
-            if not (((sd > DETERMINED_PX) & (value < SIGNIFICANT * sd)) | (sd > ABSURD_PX)).any():
-                kept = trial
+        weights = self.weights(x)
+        kept = list(which)
+        while kept:
+            inside = [which.index(k) for k in kept]
+            rest = [j for j in range(len(which)) if which[j] not in kept]
+            z_kept = z - jac[:, rest] @ x[[which[j] for j in rest]]  # the dropped terms at zero (linearly)
+            part = jac[:, inside]
+            normal = _normal(part, weights) + np.diag(self.inverse_prior[kept])
+            step = -np.linalg.solve(normal, part.T @ (weights * z_kept) + self.inverse_prior[kept] * x[kept])
+            sd = self._standard_deviations(part, z_kept + part @ step, x, kept)
+            with_control = np.hypot(sd, [self.params[k].floor for k in kept])
+            failing = ((sd > DETERMINED_PX) & (np.abs(x[kept] + step) < SIGNIFICANT * with_control)) | (sd > ABSURD_PX)
+            if not failing.any():
+                break
+            kept.pop(int(np.flatnonzero(failing)[-1]))
         return kept
 
     def standard_deviations(self, x, which):
@@ -311,6 +367,7 @@ class _Fit:
         return Solution(self.params, x, sd, list(solved), dict(sorted(held.items())), iterations, parts, scales)
 
 
+JACOBIAN_REUSE_PX = 0.5
 FLOORS = (0.02, 0.1, 0.1)  # smallest spread of misclosure (px), DEM and GCP height differences (m)
 
 
@@ -344,19 +401,42 @@ def _tukey(z):
     return np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
 
 
-def _jacobian(ref, sec, obs, params, x, r, which, step_px=0.05):
-    """d(residuals)/d(parameters ``which``, pixels), by forward differences."""
+def _jacobian(evaluate, x, r, which, step_px=0.05):
+    """d(residuals)/d(parameters ``which``, pixels), by forward differences of ``evaluate``."""
     jac = np.zeros((r.size, len(which)))
     for j, k in enumerate(which):
         xk = x.copy()
         xk[k] += step_px
-        models = (with_values(ref, "reference", params, xk), with_values(sec, "secondary", params, xk))
-        jac[:, j] = (_stack(obs.residuals(*models)) - r) / step_px
+        jac[:, j] = (_stack(evaluate(xk)) - r) / step_px
     return np.nan_to_num(jac)
 
 
 def _normal(jac, weights):
     return jac.T @ (weights[:, None] * jac)
+
+
+DEM_BLOCK = 4  # DEM cells a side of the blocks whose means show how far the DEM differences share errors
+
+
+def _block_inflation(values, rows, cols):
+    """How much wider the spread of a mean of the tie points' DEM ``values`` is than independent
+    points would give: the batch-means estimate, from the means over blocks of :data:`DEM_BLOCK` x
+    :data:`DEM_BLOCK` DEM cells (``rows``, ``cols``: each point's cell); at least 1."""
+    ok = np.isfinite(values) & np.isfinite(rows) & np.isfinite(cols)
+    if ok.sum() < 4 * DEM_BLOCK ** 2:
+        return 1.0
+    block = np.unique(np.c_[rows[ok] // DEM_BLOCK, cols[ok] // DEM_BLOCK], axis=0, return_inverse=True)[1].ravel()
+    v = values[ok] - np.median(values[ok])
+    spread = _noise(v, 1)
+    keep = np.abs(v) <= 4.0 * spread  # blunders would dominate both spreads
+    n = np.bincount(block[keep], minlength=block.max() + 1)
+    means = np.bincount(block[keep], v[keep], minlength=n.size)[n > 0] / n[n > 0]
+    n = n[n > 0]
+    full = n >= 0.5 * np.median(n)  # a sliver of a block at the image's edge says little
+    if full.sum() < 4:
+        return 1.0
+    # a mean of n independent points spreads spread / sqrt(n); compare with what the blocks show
+    return float(max(_noise(means[full], 1) / (spread / np.sqrt(np.median(n[full]))), 1.0))
 
 
 def _grid_correlation(rows, cols, values):
@@ -378,6 +458,11 @@ def _grid_correlation(rows, cols, values):
     return float(np.clip(np.nan_to_num(rho), 0.0, 0.9))
 
 
+def platform_speed(model):
+    """The platform's speed (m/s) at the middle of the image."""
+    return float(np.linalg.norm(model.orbit.velocity(model.row_to_time((model.rows - 1) / 2.0))))
+
+
 def _platform_height(model):
     from .ellipsoid import ecef_to_llh
     t = model.row_to_time((model.rows - 1) / 2.0)
@@ -394,6 +479,7 @@ class RefineSettings:
     height_prior: float = None  # m above the ellipsoid; None: the reference DEM's median, else the GCPs', else 0
     height_uncertainty_m: float = 300.0
     coarse_search_px: int = 64  # the coarse registration finds offsets up to this many secondary pixels
+    dem_accuracy_m: float = 5.0  # the reference DEM's own horizontal accuracy (Copernicus GLO-30: a few metres)
     min_tie_points: int = 30
     max_iterations: int = 50
     patch_size: int = None  # None: the matcher's own
@@ -403,6 +489,7 @@ class RefineSettings:
         checks = (("TIE_STEP", self.tie_step_px, 1 <= int(self.tie_step_px) <= 1024, "1..1024 pixels"),
                   ("HEIGHT_UNCERTAINTY", self.height_uncertainty_m, self.height_uncertainty_m >= 0, ">= 0 m"),
                   ("COARSE_SEARCH", self.coarse_search_px, 0 <= self.coarse_search_px <= 4096, "0..4096 pixels"),
+                  ("DEM_ACCURACY", self.dem_accuracy_m, 0 <= self.dem_accuracy_m < 1e4, "0..10000 m"),
                   ("MIN_TIE_POINTS", self.min_tie_points, int(self.min_tie_points) >= 10, "at least 10"),
                   ("MAX_ITERATIONS", self.max_iterations, 2 <= int(self.max_iterations) <= 200, "2..200"))
         for name, value, ok, want in checks:

@@ -73,12 +73,12 @@ def refine_pair(reference, secondary, *, reference_model=None, secondary_model=N
                                     "matcher finds too little in common (featureless or noise-only images?); try "
                                     "another MATCHER, a smaller TIE_STEP or a lower MIN_CERTAINTY"))
     obs = refine.Observations(*ties[:4], dem=dem, gcps=gcps, gcp_radius_m=2.0 * settings.tie_step_px *
-                              max(ref.sample_spacing_m, ref.line_interval_s * _speed(ref)))
+                              max(ref.sample_spacing_m, ref.line_interval_s * refine.platform_speed(ref)),
+                              dem_accuracy_m=settings.dem_accuracy_m)
     before = obs.residuals(ref, sec)
     steps(0.8)
     solution = refine.solve(ref, sec, obs, settings.max_iterations)
-    refined = (refine.with_values(ref, "reference", solution.params, solution.x),
-               refine.with_values(sec, "secondary", solution.params, solution.x))
+    refined = refine.refined_models(ref, sec, solution)
     after = obs.residuals(*refined)
     consistent = int((np.abs(after[0]) <= CONSISTENT_PX).sum())
     if consistent < max(settings.min_tie_points, 0.5 * ties[0].size):
@@ -137,10 +137,6 @@ def _height(settings, dem, gcps, reference):
     if gcps is not None:
         return float(np.median(gcps[:, 2]))
     return gcp_height(reference) or 0.0
-
-
-def _speed(model):
-    return float(np.linalg.norm(model.orbit.velocity(model.row_to_time((model.rows - 1) / 2.0))))
 
 
 # ---------------------------------------------------------------- results

@@ -40,7 +40,7 @@ def pair(tmp_path_factory):
 # ---------------------------------------------------------------- the correction model
 def test_corrections_round_trip_through_json_and_move_the_image(stereo_models):
     ref = stereo_models[0]
-    c = Corrections(ref.centre_time_s, (0.02, 2e-4), (7.5, 0.05), (1.0, 4.0, -3.0))
+    c = Corrections(ref.centre_time_s, (0.02, 2e-4), (7.5, 0.05), (1.0, 4.0, -3.0), ("range_drift",))
     corrected = SensorModel.from_json(json.loads(json.dumps(ref.with_corrections(c).to_dict())))
     assert corrected.corrections == c
     rows, cols = np.meshgrid(np.linspace(0, 399, 9), np.linspace(0, 399, 9), indexing="ij")
@@ -56,7 +56,8 @@ def test_corrections_round_trip_through_json_and_move_the_image(stereo_models):
 @pytest.mark.parametrize("doc, field", [({"azimuth_time_s": [0.0]}, "azimuth_time_s"),
                                         ({"slant_range_m": [0.0, float("nan")]}, "slant_range_m"),
                                         ({"clock": 1}, "clock"),
-                                        ({"azimuth_time_s": [0.0, 0.5]}, "azimuth_time_s")])
+                                        ({"azimuth_time_s": [0.0, 0.5]}, "azimuth_time_s"),
+                                        ({"unobservable": ["clock"]}, "unobservable")])
 def test_bad_corrections_name_the_field(stereo_models, doc, field):
     model = stereo_models[0].to_dict() | {"corrections": doc}
     with pytest.raises(SensorModelError, match=f"corrections.{field}"):
@@ -88,6 +89,7 @@ def test_with_a_dem_azimuth_and_range_errors_of_either_model_are_recovered(pair)
                          refined_secondary_model=out / "sec.json", tie_points_output=out / "ties.gpkg",
                          report=out / "report.json")
     refined = [SensorModel.from_json(out / "ref.json"), SensorModel.from_json(out / "sec.json")]
+    assert not any(m.corrections.unobservable for m in refined)  # the DEM saw everything: nothing to warn of
     errors = [disagreement_px(t, r, pair["source"]) for t, r in zip(true, refined)]
     assert max(errors) <= 0.5, (errors, result.corrections, result.unobservable)
     found = result.corrections
@@ -108,10 +110,17 @@ def test_with_a_dem_azimuth_and_range_errors_of_either_model_are_recovered(pair)
         "misclosure_before_px", "misclosure_after_px", "dem_difference_after_m", "used"}
 
 
-def test_without_a_dem_azimuth_errors_go_and_range_errors_are_reported(pair):
+def test_without_a_dem_azimuth_errors_go_and_range_errors_are_reported(pair, tmp_path):
+    """... by refinepair, by the refined models themselves (``corrections.unobservable``) and by the
+    elevation step that uses them: its report warns of a possible height bias."""
+    from sar_stereo_plugin.core.elevation import generate_elevation
+    from sar_stereo_plugin.core.matchers import create_matcher
+    from sar_stereo_plugin.core.matching import match_pair
     true = [read_sensor_model(pair[k]) for k in ("reference", "secondary")]
     sec = misplaced(true[1], lines=6.0, samples=3.0)
-    result = refine_pair(pair["reference"], pair["secondary"], secondary_model=sec)
+    models = [tmp_path / "ref.json", tmp_path / "sec.json"]
+    result = refine_pair(pair["reference"], pair["secondary"], secondary_model=sec,
+                         refined_reference_model=models[0], refined_secondary_model=models[1])
     rows, cols = np.meshgrid(np.linspace(0, 639, 9), np.linspace(0, 639, 9), indexing="ij")
     lon, lat, h = true[0].rdr2geo(rows, cols, dem=pair["source"])
     moved = np.stack(result.secondary_model.geo2rdr(lon, lat, h)) - np.stack(true[1].geo2rdr(lon, lat, h))
@@ -120,6 +129,18 @@ def test_without_a_dem_azimuth_errors_go_and_range_errors_are_reported(pair):
     assert "secondary.range_offset" in result.unobservable  # ... and said so
     assert any("REFERENCE_DEM" in w and "height" in w for w in result.warnings)
     assert result.misclosure_px["after"]["median_abs"] < 0.5 < result.misclosure_px["before"]["median_abs"]
+    written = [SensorModel.from_json(m) for m in models]
+    held = [m.corrections.unobservable for m in written]
+    assert "range_offset" in held[0] and "range_offset" in held[1] and "azimuth_offset" in held[0]
+    assert "azimuth_offset" not in held[1]  # the secondary's timing was solved
+    matches = tmp_path / "matches.tif"
+    match_pair(pair["reference"], pair["secondary"], matches, create_matcher("poc"), reference_model=written[0],
+               secondary_model=written[1])
+    elevation = generate_elevation(matches, tmp_path / "dem.tif", report=tmp_path / "dem.json")
+    report = json.loads((tmp_path / "dem.json").read_text())["elevation"]["warnings"]
+    assert elevation.warnings == report and len(report) == 1
+    assert "without absolute control" in report[0] and "secondary range offset" in report[0]
+    assert "REFERENCE_DEM" in report[0]
 
 
 def test_featureless_images_have_too_few_tie_points(pair, tmp_path):
@@ -147,7 +168,8 @@ def test_a_dem_that_misses_the_pair_is_refused(pair, tmp_path):
 
 @pytest.mark.parametrize("settings, field", [(RefineSettings(tie_step_px=0), "TIE_STEP"),
                                              (RefineSettings(coarse_search_px=-1), "COARSE_SEARCH"),
-                                             (RefineSettings(height_prior=float("nan")), "HEIGHT_PRIOR")])
+                                             (RefineSettings(height_prior=float("nan")), "HEIGHT_PRIOR"),
+                                             (RefineSettings(dem_accuracy_m=float("nan")), "DEM_ACCURACY")])
 def test_bad_settings_name_the_parameter(pair, settings, field):
     with pytest.raises(SettingsError, match=field):
         refine_pair(pair["reference"], pair["secondary"], settings=settings)

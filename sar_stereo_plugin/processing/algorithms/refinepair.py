@@ -32,6 +32,7 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
     HEIGHT_PRIOR = "HEIGHT_PRIOR"
     HEIGHT_UNCERTAINTY = "HEIGHT_UNCERTAINTY"
     COARSE_SEARCH = "COARSE_SEARCH"
+    DEM_ACCURACY = "DEM_ACCURACY"
     REFINED_REFERENCE_MODEL = "REFINED_REFERENCE_MODEL"
     REFINED_SECONDARY_MODEL = "REFINED_SECONDARY_MODEL"
     TIE_POINTS = "TIE_POINTS"
@@ -58,6 +59,9 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
         "HEIGHT_UNCERTAINTY": "how far the terrain may lie from the height prior.",
         "COARSE_SEARCH": "the coarse registration finds where the secondary sits against its model up to this "
                          "many pixels away.",
+        "DEM_ACCURACY": "the reference DEM's own horizontal accuracy: a correction that only the DEM determines "
+                        "is applied only where it exceeds three times this, together with its standard deviation "
+                        "(below that, the DEM cannot tell it from its own error).",
     }
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -82,7 +86,9 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
             number(self.HEIGHT_UNCERTAINTY, "Height uncertainty of the prior (± m)", number.Double,
                    defaultValue=300.0, minValue=0.0),
             number(self.COARSE_SEARCH, "Coarse registration search (secondary pixels)", number.Integer,
-                   defaultValue=64, minValue=0, maxValue=4096))
+                   defaultValue=64, minValue=0, maxValue=4096),
+            number(self.DEM_ACCURACY, "Horizontal accuracy of the reference DEM (m)", number.Double,
+                   defaultValue=5.0, minValue=0.0))
         for key, label in ((self.REFINED_REFERENCE_MODEL, "Refined reference sensor model"),
                            (self.REFINED_SECONDARY_MODEL, "Refined secondary sensor model")):
             self.addParameter(QgsProcessingParameterFileDestination(key, label, "JSON files (*.json)"))
@@ -106,7 +112,8 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
             tie_step_px=self.parameterAsInt(parameters, self.TIE_STEP, context),
             height_prior=optional_number(self, parameters, self.HEIGHT_PRIOR, context),
             height_uncertainty_m=self.parameterAsDouble(parameters, self.HEIGHT_UNCERTAINTY, context),
-            coarse_search_px=self.parameterAsInt(parameters, self.COARSE_SEARCH, context))
+            coarse_search_px=self.parameterAsInt(parameters, self.COARSE_SEARCH, context),
+            dem_accuracy_m=self.parameterAsDouble(parameters, self.DEM_ACCURACY, context))
         outputs = {key: self.parameterAsFileOutput(parameters, key, context) or None
                    for key in (self.REFINED_REFERENCE_MODEL, self.REFINED_SECONDARY_MODEL, self.REPORT)}
         ties = self.parameterAsOutputLayer(parameters, self.TIE_POINTS, context) or None

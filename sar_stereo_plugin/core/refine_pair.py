@@ -14,7 +14,7 @@ import numpy as np
 from . import refine
 from .atomic import atomic_outputs, check_outputs
 from .dem import height_bounds, open_dem
-from .errors import GeometryError, RefinementCanceled, SettingsError, located
+from .errors import GeometryError, RefinementCanceled, SensorModelError, SettingsError, located
 from .matchers import create_matcher
 from .products import read_sensor_model
 from .progress import Progress
@@ -101,8 +101,15 @@ def refine_pair(reference, secondary, *, reference_model=None, secondary_model=N
 def _model(image, given):
     from .sensor import SensorModel
     if given is None:
-        return read_sensor_model(image)
-    return given if isinstance(given, SensorModel) else SensorModel.from_json(str(given))
+        model = read_sensor_model(image)
+    else:
+        model = given if isinstance(given, SensorModel) else SensorModel.from_json(str(given))
+    if not hasattr(model, "with_corrections"):
+        raise SensorModelError(located(str(given or image), "schema", "a SICD sensor model (sarstereo.sensor/2) "
+                                                                     "cannot carry corrections yet; its geometry is "
+                                                                     "the product's own (to a fraction of a pixel "
+                                                                     "for the vendors read): match the pair as it is"))
+    return model
 
 
 def _covering_dem(dem, ref):

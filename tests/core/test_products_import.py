@@ -76,6 +76,19 @@ def test_sicd_pair_gives_the_same_dem(pairs):
     assert np.nanmax(np.abs(a - b)) <= 0.01
 
 
+def test_refining_a_sicd_pair_is_refused_clearly(pairs, tmp_path):
+    """SICD models carry no corrections section: refinepair says so, names the file, writes nothing."""
+    from sar_stereo_plugin.core.refine_pair import refine_pair
+    tmp, _ = pairs
+    for role in ("ref", "sec"):
+        if not (tmp / f"{role}_imported.tif").exists():
+            import_product(tmp / f"{role}_sicd.nitf", tmp / f"{role}_imported.tif")
+    out = tmp_path / "sec.json"
+    with pytest.raises(SensorModelError, match=r"ref_imported.*schema.*SICD.*cannot carry corrections"):
+        refine_pair(tmp / "ref_imported.tif", tmp / "sec_imported.tif", refined_secondary_model=out)
+    assert not out.exists()
+
+
 def test_multilook_progress_and_cancel(pairs, tmp_path):
     tmp, _ = pairs
     steps = []

@@ -322,7 +322,8 @@ class _Fit:
         """``which`` without the terms the data do not determine. Starting from all of them, refitted
         (linearly) after each removal, the rarest term in :data:`ORDER` that is neither known to
         :data:`DETERMINED_PX` nor :data:`SIGNIFICANT` standard deviations from zero (or is known worse
-        than :data:`ABSURD_PX`) goes. So of terms that share one effect the commoner stays (the
+        than :data:`ABSURD_PX`) goes; its standard deviation counts its ``floor`` too (what the DEM's
+        own misplacement would explain, :func:`with_floors`). So of terms that share one effect the commoner stays (the
         secondary's timing carries the relative azimuth, a slant-range offset a vertical offset), and
         an effect is never pushed into a wrong term because the right one was not tried yet."""
         jac, z = self._scaled(x, which)
@@ -336,8 +337,9 @@ class _Fit:
             normal = _normal(part, weights) + np.diag(self.inverse_prior[kept])
             step = -np.linalg.solve(normal, part.T @ (weights * z_kept) + self.inverse_prior[kept] * x[kept])
             sd = self._standard_deviations(part, z_kept + part @ step, x, kept)
-            with_control = np.hypot(sd, [self.params[k].floor for k in kept])
-            failing = ((sd > DETERMINED_PX) & (np.abs(x[kept] + step) < SIGNIFICANT * with_control)) | (sd > ABSURD_PX)
+            sd_control = np.hypot(sd, [self.params[k].floor for k in kept])
+            failing = (((sd_control > DETERMINED_PX) & (np.abs(x[kept] + step) < SIGNIFICANT * sd_control))
+                       | (sd > ABSURD_PX))
             if not failing.any():
                 break
             kept.pop(int(np.flatnonzero(failing)[-1]))

@@ -39,6 +39,11 @@ class Corrections:
     position_m: tuple = (0.0, 0.0, 0.0)
     unobservable: tuple = ()  # names of TERMS held because no absolute control could see them
 
+    @classmethod
+    def of(cls, model):
+        """``model``'s corrections, or none yet (referred to its middle row) to add terms to."""
+        return model.corrections or cls(reference_time_s=model.centre_time_s)
+
     # ------------------------------------------------------------ time and range
     def time(self, t_nominal):
         """True image time of nominal row times."""

@@ -273,9 +273,8 @@ def generate_elevation(matches, output, settings=None, *, count_output=None, unc
 
 def _warnings(points, ref, sec):
     """What a user must know about the run that the outputs do not show."""
-    held = {role: getattr(getattr(model, "corrections", None), "unobservable", ())  # SICD models have none
-            for role, model in (("reference", ref), ("secondary", sec))}
-    blind = [f"{role} {name.replace('_', ' ')}" for role, names in held.items() for name in names
+    blind = [f"{role} {name.replace('_', ' ')}" for role, model in (("reference", ref), ("secondary", sec))
+             if model.corrections is not None for name in model.corrections.unobservable
              if name not in ("azimuth_offset", "azimuth_drift")]
     bias = [] if not blind else [
         "the sensor models were refined without absolute control, which could not see their " + ", ".join(blind)

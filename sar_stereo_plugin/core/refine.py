@@ -36,6 +36,7 @@ ORDER = (("secondary", "azimuth_offset"), ("secondary", "azimuth_drift"), ("refe
          ("reference", "cross_track"), ("secondary", "vertical"), ("reference", "vertical"))
 AIRBORNE_MAX_HEIGHT_M = 100_000.0  # trajectory offsets are solved for platforms below this
 NEEDS_CONTROL = "needs absolute control (REFERENCE_DEM or GCPS)"
+DEM_ACCURACY_M = 5.0  # a reference DEM's own horizontal accuracy by default (Copernicus GLO-30: a few metres)
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ def with_floors(params, ref, sec, obs):
     ties = (obs.r1[pick], obs.c1[pick], obs.r2[pick], obs.c2[pick])
 
     def ground(x):
-        lon, lat, _, _ = triangulate(with_values(ref, "reference", params, x), ties[0], ties[1],
-                                     with_values(sec, "secondary", params, x), ties[2], ties[3])
+        models = models_at(ref, sec, params, x)
+        lon, lat, _, _ = triangulate(models[0], ties[0], ties[1], models[1], ties[2], ties[3])
         return np.c_[lon * np.cos(np.radians(lat)), lat] * 111_320.0
 
     base, out = ground(np.zeros(len(params))), []
@@ -107,17 +108,20 @@ def refined_models(ref, sec, solution):
     """Both models with the solved corrections, each naming the terms of its own that no absolute
     control could see (``Corrections.unobservable``)."""
     out = []
-    for role, model in (("reference", ref), ("secondary", sec)):
-        model = with_values(model, role, solution.params, solution.x)
+    for role, model in zip(("reference", "secondary"), models_at(ref, sec, solution.params, solution.x)):
         blind = tuple(name for name in TERMS if NEEDS_CONTROL in solution.unobservable.get(f"{role}.{name}", ""))
-        c = model.corrections or Corrections(reference_time_s=model.centre_time_s)
-        out.append(model.with_corrections(replace(c, unobservable=blind)))
+        out.append(model.with_corrections(replace(Corrections.of(model), unobservable=blind)))
     return tuple(out)
+
+
+def models_at(ref, sec, params, x):
+    """Both models with the values ``x`` (pixels) of the parameters ``params``."""
+    return with_values(ref, "reference", params, x), with_values(sec, "secondary", params, x)
 
 
 def with_values(model, role, params, x):
     """``model``'s corrections plus the values ``x`` (in pixels) of the parameters of ``role``."""
-    c = model.corrections or Corrections(reference_time_s=model.centre_time_s)
+    c = Corrections.of(model)
     a, r, p = list(c.azimuth_time_s), list(c.slant_range_m), list(c.position_m)
     for param, value in zip(params, x):
         if param.role != role or not value:
@@ -148,7 +152,7 @@ class Observations:
     dem: object = None  # a Dem (heights above the ellipsoid) or None
     gcps: np.ndarray = None  # (n, 3) lon, lat, height or None
     gcp_radius_m: float = 50.0
-    dem_accuracy_m: float = 5.0  # the DEM's own horizontal accuracy (RefineSettings.dem_accuracy_m)
+    dem_accuracy_m: float = DEM_ACCURACY_M  # the DEM's own horizontal accuracy
 
     cells: tuple = field(default=None, repr=False)  # DEM (row, col) of the cell each tie point falls in
 
@@ -212,9 +216,9 @@ ABSURD_PX = 5.0  # ... but never where its standard deviation exceeds this
 
 def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
     """The :class:`Solution` of a pair (module doc): robust least squares with weak priors. Once the
-    fit settles, the noise's spatial correlation is learnt from the residuals and the terms are
-    chosen in :data:`ORDER`, each kept only where every kept term stays determined or significant
-    (:meth:`_Fit.determined`); then those are solved again, until the choice holds."""
+    fit settles, the noise's spatial correlation is learnt from the residuals and the terms the data
+    do not determine are dropped (:meth:`_Fit.determined`); then the rest is solved again, until the
+    choice holds."""
     absolute = obs.dem is not None or obs.gcps is not None
     params, held = parameters(ref, sec, absolute)
     params = with_floors(params, ref, sec, obs)
@@ -273,7 +277,7 @@ class _Fit:
         return self.obs.residuals(*self.models(x))
 
     def models(self, x):
-        return (with_values(self.ref, "reference", self.params, x), with_values(self.sec, "secondary", self.params, x))
+        return models_at(self.ref, self.sec, self.params, x)
 
     def learn_correlation(self, x):
         """Inflate each kind's spread by how much neighbours share their errors (matcher windows
@@ -323,9 +327,10 @@ class _Fit:
         (linearly) after each removal, the rarest term in :data:`ORDER` that is neither known to
         :data:`DETERMINED_PX` nor :data:`SIGNIFICANT` standard deviations from zero (or is known worse
         than :data:`ABSURD_PX`) goes; its standard deviation counts its ``floor`` too (what the DEM's
-        own misplacement would explain, :func:`with_floors`). So of terms that share one effect the commoner stays (the
-        secondary's timing carries the relative azimuth, a slant-range offset a vertical offset), and
-        an effect is never pushed into a wrong term because the right one was not tried yet."""
+        own misplacement would explain, :func:`with_floors`). So of terms that share one effect the
+        commoner stays (the secondary's timing carries the relative azimuth, a slant-range offset a
+        vertical offset), and an effect is never pushed into a wrong term because the right one was
+        not tried yet."""
         jac, z = self._scaled(x, which)
         weights = self.weights(x)
         kept = list(which)
@@ -481,7 +486,7 @@ class RefineSettings:
     height_prior: float = None  # m above the ellipsoid; None: the reference DEM's median, else the GCPs', else 0
     height_uncertainty_m: float = 300.0
     coarse_search_px: int = 64  # the coarse registration finds offsets up to this many secondary pixels
-    dem_accuracy_m: float = 5.0  # the reference DEM's own horizontal accuracy (Copernicus GLO-30: a few metres)
+    dem_accuracy_m: float = DEM_ACCURACY_M
     min_tie_points: int = 30
     max_iterations: int = 50
     patch_size: int = None  # None: the matcher's own

@@ -115,6 +115,7 @@ class SicdModel:
     ``SensorModel.from_json``, which dispatches on ``kind``) or a product reader."""
 
     kind = KIND
+    corrections = None  # the product's own geometry: refinement's corrections do not apply to it (yet)
 
     def __init__(self, doc, source=""):
         """``doc``: a validated ``sarstereo.sensor/2`` dict of kind sicd (see :meth:`from_dict`)."""

@@ -41,7 +41,7 @@ class CoarseOffset:
     def shifted(self, model):
         """``model`` with its azimuth time and slant range moved so that it puts the ground where the
         image shows it (for cutting windows): a later row means an earlier time offset."""
-        old = model.corrections or Corrections(reference_time_s=model.centre_time_s)
+        old = Corrections.of(model)
         a0, a1 = old.azimuth_time_s
         r0, r1 = old.slant_range_m
         return model.with_corrections(Corrections(old.reference_time_s, (a0 - self.rows * model.line_interval_s, a1),

@@ -12,9 +12,10 @@ Parameters (module :mod:`.corrections`): per image an azimuth time offset and dr
 offset and drift, and for airborne platforms a cross-track and a vertical trajectory offset. Only
 those the data pin down are solved: from all of them, the rarest (in :data:`ORDER`) that is neither
 known to ``DETERMINED_PX`` nor clearly away from zero goes, until none is left; "clearly" counts,
-beside a term's standard deviation, what the DEM's own horizontal misplacement (``dem_accuracy_m``)
-would explain. The others are held at their start and named unobservable: with tie points alone, a
-common shift of both images and every slant-range term (two range spheres always meet).
+beside a term's standard deviation, how far the solution would follow a DEM misplaced horizontally
+by its own accuracy (``dem_accuracy_m``). The others are held at their start and named
+unobservable: with tie points alone, a common shift of both images and every slant-range term (two
+range spheres always meet).
 """
 
 import math
@@ -47,7 +48,6 @@ class Parameter:
     name: str
     px: float
     prior: float = 1000.0  # prior standard deviation (pixels)
-    floor: float = 0.0  # what the absolute control cannot tell from its own error (pixels)
 
     @property
     def label(self):
@@ -74,34 +74,6 @@ def parameters(ref, sec, absolute=True):
         prior = PRIOR_PX.get(name, PRIOR_TRAJECTORY_M / model.sample_spacing_m)
         out.append(Parameter(role, name, px, prior))
     return out, held
-
-
-def with_floors(params, ref, sec, obs):
-    """``params`` with the floor of each term that only a reference DEM sees: its horizontal
-    accuracy (``obs.dem_accuracy_m``) in units of the term, from how far one unit moves the
-    triangulated ground sideways. A DEM misplaced by that much would explain such a term as well."""
-    if obs.dem is None or not obs.dem_accuracy_m:
-        return params
-    pick = np.linspace(0, obs.r1.size - 1, min(obs.r1.size, 64)).astype(int)
-    ties = (obs.r1[pick], obs.c1[pick], obs.r2[pick], obs.c2[pick])
-
-    def ground(x):
-        models = models_at(ref, sec, params, x)
-        lon, lat, _, _ = triangulate(models[0], ties[0], ties[1], models[1], ties[2], ties[3])
-        return np.c_[lon * np.cos(np.radians(lat)), lat] * 111_320.0
-
-    base, out = ground(np.zeros(len(params))), []
-    for k, p in enumerate(params):
-        if p.role == "secondary" and p.name.startswith("azimuth"):  # the relative azimuth: tie points see it
-            out.append(p)
-            continue
-        moved = ground(np.eye(len(params))[k]) - base  # metres east, north per unit of the term, per point
-        moved = moved[np.isfinite(moved).all(axis=1)]
-        power = float(np.mean(np.sum(moved ** 2, axis=1))) if moved.size else 0.0
-        # a DEM shifted by s is best mimicked by s . mean / power units of the term (least squares)
-        shift_like = float(np.hypot(*moved.mean(axis=0))) if moved.size else 0.0
-        out.append(replace(p, floor=obs.dem_accuracy_m * shift_like / power if power > 0 else ABSURD_PX))
-    return out
 
 
 def refined_models(ref, sec, solution):
@@ -221,7 +193,6 @@ def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
     choice holds."""
     absolute = obs.dem is not None or obs.gcps is not None
     params, held = parameters(ref, sec, absolute)
-    params = with_floors(params, ref, sec, obs)
     fit = _Fit(ref, sec, obs, params)
     x = np.zeros(len(params))
     active, iterations = list(range(len(params))), 0
@@ -326,13 +297,15 @@ class _Fit:
         """``which`` without the terms the data do not determine. Starting from all of them, refitted
         (linearly) after each removal, the rarest term in :data:`ORDER` that is neither known to
         :data:`DETERMINED_PX` nor :data:`SIGNIFICANT` standard deviations from zero (or is known worse
-        than :data:`ABSURD_PX`) goes; its standard deviation counts its ``floor`` too (what the DEM's
-        own misplacement would explain, :func:`with_floors`). So of terms that share one effect the
+        than :data:`ABSURD_PX`) goes; its standard deviation counts, besides the noise, how far the
+        terms kept would follow a reference DEM misplaced by its accuracy (:meth:`misplaced_dem`): a
+        term a shifted DEM would explain is not known from it. So of terms that share one effect the
         commoner stays (the secondary's timing carries the relative azimuth, a slant-range offset a
         vertical offset), and an effect is never pushed into a wrong term because the right one was
         not tried yet."""
         jac, z = self._scaled(x, which)
         weights = self.weights(x)
+        misplaced = self.misplaced_dem(x)
         kept = list(which)
         while kept:
             inside = [which.index(k) for k in kept]
@@ -342,13 +315,29 @@ class _Fit:
             normal = _normal(part, weights) + np.diag(self.inverse_prior[kept])
             step = -np.linalg.solve(normal, part.T @ (weights * z_kept) + self.inverse_prior[kept] * x[kept])
             sd = self._standard_deviations(part, z_kept + part @ step, x, kept)
-            sd_control = np.hypot(sd, [self.params[k].floor for k in kept])
+            # how far the solution would follow a DEM moved by its accuracy (east and north)
+            pull = 0.0 if misplaced is None else self.obs.dem_accuracy_m * np.linalg.norm(
+                np.linalg.solve(normal, part.T @ (weights[:, None] * misplaced)), axis=1)
+            sd_control = np.hypot(sd, pull)
             failing = (((sd_control > DETERMINED_PX) & (np.abs(x[kept] + step) < SIGNIFICANT * sd_control))
                        | (sd > ABSURD_PX))
             if not failing.any():
                 break
             kept.pop(int(np.flatnonzero(failing)[-1]))
         return kept
+
+    def misplaced_dem(self, x):
+        """d(scaled residuals)/d(the reference DEM moved one metre east, north): two columns, zero but
+        for the DEM differences, which follow the DEM's slope under each tie point; None without a
+        DEM or where its accuracy is taken as perfect."""
+        res = self.residuals(x)
+        if res[1] is None or not self.obs.dem_accuracy_m:
+            return None
+        (ref, sec), o = self.models(x), self.obs
+        lon, lat, _, _ = triangulate(ref, o.r1, o.c1, sec, o.r2, o.c2)
+        columns = np.zeros((_stack(res).size, 2))
+        columns[res[0].size:res[0].size + res[1].size] = np.c_[_slopes(o.dem, lon, lat)]
+        return np.nan_to_num(columns / _row_scales(res, _robust_scale, self.inflation)[:, None])
 
     def standard_deviations(self, x, which):
         """Posterior standard deviations (pixels) of the parameters ``which`` at ``x``."""
@@ -416,6 +405,15 @@ def _jacobian(evaluate, x, r, which, step_px=0.05):
         xk[k] += step_px
         jac[:, j] = (_stack(evaluate(xk)) - r) / step_px
     return np.nan_to_num(jac)
+
+
+def _slopes(dem, lon, lat):
+    """The DEM's slope (metres per metre) east and north at each point, across one of its cells."""
+    half = 0.5 * min(dem.pixel_size_m())
+    east = half / (111_320.0 * np.cos(np.radians(lat)))
+    north = half / 111_320.0
+    return ((dem.sample(lon + east, lat) - dem.sample(lon - east, lat)) / (2.0 * half),
+            (dem.sample(lon, lat + north) - dem.sample(lon, lat - north)) / (2.0 * half))
 
 
 def _normal(jac, weights):

@@ -59,9 +59,9 @@ class RefinePair(Algorithm, QgsProcessingAlgorithm):
         "HEIGHT_UNCERTAINTY": "how far the terrain may lie from the height prior.",
         "COARSE_SEARCH": "the coarse registration finds where the secondary sits against its model up to this "
                          "many pixels away.",
-        "DEM_ACCURACY": "the reference DEM's own horizontal accuracy: a correction that only the DEM determines "
-                        "is applied only where it exceeds three times this, together with its standard deviation "
-                        "(below that, the DEM cannot tell it from its own error).",
+        "DEM_ACCURACY": "the reference DEM's own horizontal accuracy: a correction is applied only where it stands "
+                        "clear of how far a DEM misplaced by this much would pull it, together with its standard "
+                        "deviation (within that, the DEM cannot tell it from its own error).",
     }
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API

@@ -3,14 +3,16 @@
 For each pair (the demo pair over the embedded Jacksboro DEM, and pairs over real DEMs of
 ../shared/data/dem) the true models are known. Each case injects errors into either or both models
 (azimuth offsets and drifts, slant-range offsets, a cross-track trajectory offset), refines them with
-the scene's DEM resampled to 300 m as absolute control (and once without), and reports:
+absolute control (the scene's DEM resampled to 300 m, the coarse DEM any user has; and the scene's DEM
+itself, as a Copernicus 30 m DEM would be; or none), and reports:
 
 * how far the refined models put the ground from where the true models do (max over the image,
   pixels), per model;
 * the DEM made from matches with the refined models (light matcher where installed, else POC)
   against the source DEM: median absolute error and coverage, beside the true models' DEM.
 
-Usage: .venv/bin/python scripts/refine_cases.py [--out build/refine-cases] [--pairs demo alpine]   (`make refine-cases`)
+Usage: .venv/bin/python scripts/refine_cases.py [--out build/refine-cases] [--pairs demo alpine]
+       [--controls 300m source none]   (`make refine-cases`)
 """
 
 import argparse
@@ -81,7 +83,10 @@ def dem_accuracy(paths, folder, name, ref, sec, matcher):
     return {"median_abs_error_m": stats["median_abs_error_m"], "coverage": stats["coverage"]}
 
 
-def run_pair(label, dem_path, flight, out, matcher, dem_control):
+CONTROLS = {"300m": ("dem300", "DEM 300 m"), "source": ("source_dem", "scene DEM"), "none": (None, "none")}
+
+
+def run_pair(label, dem_path, flight, out, matcher, controls):
     from sar_stereo_plugin.core.dem import open_dem
     from sar_stereo_plugin.core.products import read_sensor_model
     from sar_stereo_plugin.core.refine import disagreement_px
@@ -91,19 +96,21 @@ def run_pair(label, dem_path, flight, out, matcher, dem_control):
     true = [read_sensor_model(paths[k]) for k in ("reference", "secondary")]
     source = open_dem(paths["source_dem"])
     rows = [{"pair": label, "case": "true models", **dem_accuracy(paths, folder, "true", *true, matcher)}]
-    for case, errors in CASES.items():
+    for control, (case, errors) in ((c, item) for c in controls for item in CASES.items()):
         models = [inject(m, errors.get(role)) for m, role in zip(true, ("reference", "secondary"))]
+        key, name = CONTROLS[control]
         start = time.perf_counter()
         result = refine_pair(paths["reference"], paths["secondary"], reference_model=models[0],
-                             secondary_model=models[1], reference_dem=paths["dem300"] if dem_control else None)
+                             secondary_model=models[1], reference_dem=key and paths[key])
         seconds = time.perf_counter() - start
         refined = (result.reference_model, result.secondary_model)
-        row = {"pair": label, "case": case, "control": "DEM 300 m" if dem_control else "none",
+        row = {"pair": label, "case": case, "control": name,
                "image_error_px": [disagreement_px(t, r, source) for t, r in zip(true, refined)],
                "misclosure_after_px": result.misclosure_px["after"]["median_abs"],
                "unobservable": result.unobservable, "warnings": result.warnings, "seconds": seconds,
                "tie_points": result.tie_points_used}
-        row.update(dem_accuracy(paths, folder, case.replace(" ", "_").replace("/", "-"), *refined, matcher))
+        row.update(dem_accuracy(paths, folder, f"{control}_{case.replace(' ', '_').replace('/', '-')}", *refined,
+                                matcher))
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -124,7 +131,8 @@ def main():
     p.add_argument("--out", default=str(ROOT / "build" / "refine-cases"))
     p.add_argument("--pairs", nargs="+", default=["demo", "alpine"])
     p.add_argument("--matcher", default="auto")
-    p.add_argument("--no-dem", action="store_true", help="refine without absolute control")
+    p.add_argument("--controls", nargs="+", choices=sorted(CONTROLS), default=["300m", "source"],
+                   help="absolute control of each run: the scene's DEM at 300 m, the scene's DEM, or none")
     p.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"), help="results page ('': none)")
     a = p.parse_args()
     from sar_stereo_plugin.core.matchers import create_matcher
@@ -133,15 +141,15 @@ def main():
     rows = []
     for label in a.pairs:
         dem, flight = pairs()[label]
-        rows += run_pair(label, dem, flight, out, matcher, not a.no_dem)
+        rows += run_pair(label, dem, flight, out, matcher, a.controls)
     (out / "refine_cases.json").write_text(json.dumps(rows, indent=1))
     text = table(rows)
     print(text)
     if a.results:
         from results_page import write_section
-        title = ("Sensor-model refinement on pairs with injected model errors (DEM at 300 m as control; image "
-                 "error: the largest distance, over the image, between where the refined and the true model put "
-                 "the ground)")
+        title = ("Sensor-model refinement on pairs with injected model errors (control: the scene's DEM at 300 m, "
+                 "or at its own resolution; image error: the largest distance, over the image, between where the "
+                 "refined and the true model put the ground)")
         print(f"results page: {write_section('make refine-cases', title, text, a.results)}")
 
 

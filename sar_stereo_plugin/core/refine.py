@@ -177,13 +177,18 @@ class Solution:
     scales: tuple = (None, None, None)  # robust spreads (px, m, m)
 
 
-# prior standard deviations (pixels of image displacement): far beyond any metadata error, they only
-# keep combinations the data do not see at zero instead of letting noise fit them
+# prior standard deviations (pixels of image displacement): beyond any metadata error, they keep
+# combinations the data do not see at zero instead of letting noise fit them, and a term solved at
+# SIGNIFICANT of them is taken for what it is, a stand-in for another effect
 PRIOR_PX = {"azimuth_offset": 500.0, "azimuth_drift": 100.0, "range_offset": 200.0, "range_drift": 100.0}
 PRIOR_TRAJECTORY_M = 20.0  # cross-track and vertical trajectory offsets of airborne platforms
 DETERMINED_PX = 0.1  # a term is solved where the data determine it to this standard deviation (pixels) ...
 SIGNIFICANT = 3.0  # ... or where it is this many standard deviations away from zero ...
 ABSURD_PX = 5.0  # ... but never where its standard deviation exceeds this
+UNDETERMINED = f"not determined by the data (standard deviation over {DETERMINED_PX} px with the terms solved, " \
+               "and not significant)"
+ABSURD = f"beyond what such an error can be ({SIGNIFICANT:g} times its prior standard deviation): it would stand in " \
+         "for another effect"
 
 
 def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
@@ -202,10 +207,9 @@ def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
         first = min(max_iterations, 12)
         iterations += _converge(fit, x, active, max_iterations if round_ else first, tolerance_px, strict=round_ > 0)
         fit.learn_correlation(x)
-        kept = fit.determined(x, active)
-        for k in set(active) - set(kept):
-            held[params[k].label] = "not determined by the data (standard deviation over " \
-                                    f"{DETERMINED_PX} px with the terms solved, and not significant)"
+        kept, dropped = fit.determined(x, active)
+        for k, why in dropped.items():
+            held[params[k].label] = why
             x[k] = 0.0
         if kept == active:
             break
@@ -294,19 +298,22 @@ class _Fit:
         return -np.linalg.solve(n, g)
 
     def determined(self, x, which):
-        """``which`` without the terms the data do not determine. Starting from all of them, refitted
-        (linearly) after each removal, the rarest term in :data:`ORDER` that is neither known to
-        :data:`DETERMINED_PX` nor :data:`SIGNIFICANT` standard deviations from zero (or is known worse
-        than :data:`ABSURD_PX`) goes; its standard deviation counts, besides the noise, how far the
-        terms kept would follow a reference DEM misplaced by its accuracy (:meth:`misplaced_dem`): a
-        term a shifted DEM would explain is not known from it. So of terms that share one effect the
-        commoner stays (the secondary's timing carries the relative azimuth, a slant-range offset a
-        vertical offset), and an effect is never pushed into a wrong term because the right one was
-        not tried yet."""
+        """(``which`` without the terms the data do not determine, {term dropped: why}). Starting from
+        all of them, refitted (linearly) after each removal, the rarest term in :data:`ORDER` goes that
+        is neither known to :data:`DETERMINED_PX` nor :data:`SIGNIFICANT` standard deviations from zero
+        (or is known worse than :data:`ABSURD_PX`), or that lies beyond :data:`SIGNIFICANT` prior
+        standard deviations: no metadata is that wrong, so it stands in for some other effect (terms
+        that nearly share one, a slant-range offset and a trajectory offset along the line of sight,
+        would otherwise take large opposite values). A term's standard deviation counts, besides the
+        noise, how far the terms kept would follow a reference DEM misplaced by its accuracy
+        (:meth:`misplaced_dem`): a term a shifted DEM would explain is not known from it. So of terms
+        that share one effect the commoner stays (the secondary's timing carries the relative azimuth,
+        a slant-range offset a vertical offset), and an effect is never pushed into a wrong term
+        because the right one was not tried yet."""
         jac, z = self._scaled(x, which)
         weights = self.weights(x)
         misplaced = self.misplaced_dem(x)
-        kept = list(which)
+        kept, dropped = list(which), {}
         while kept:
             inside = [which.index(k) for k in kept]
             rest = [j for j in range(len(which)) if which[j] not in kept]
@@ -319,12 +326,14 @@ class _Fit:
             pull = 0.0 if misplaced is None else self.obs.dem_accuracy_m * np.linalg.norm(
                 np.linalg.solve(normal, part.T @ (weights[:, None] * misplaced)), axis=1)
             sd_control = np.hypot(sd, pull)
-            failing = (((sd_control > DETERMINED_PX) & (np.abs(x[kept] + step) < SIGNIFICANT * sd_control))
-                       | (sd > ABSURD_PX))
+            value = np.abs(x[kept] + step)
+            absurd = value > SIGNIFICANT / np.sqrt(self.inverse_prior[kept])
+            failing = ((sd_control > DETERMINED_PX) & (value < SIGNIFICANT * sd_control)) | (sd > ABSURD_PX) | absurd
             if not failing.any():
                 break
-            kept.pop(int(np.flatnonzero(failing)[-1]))
-        return kept
+            last = int(np.flatnonzero(failing)[-1])
+            dropped[kept.pop(last)] = ABSURD if absurd[last] else UNDETERMINED
+        return kept, dropped
 
     def misplaced_dem(self, x):
         """d(scaled residuals)/d(the reference DEM moved one metre east, north): two columns, zero but

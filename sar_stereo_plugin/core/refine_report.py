@@ -78,7 +78,7 @@ iterations, {result.seconds:.1f} s.</p>
 <h2>Corrections</h2>
 <table><tr><th>image</th><th>term</th><th>value</th><th>std. dev.</th><th>pixels</th><th>std. dev. (px)</th></tr>
 {''.join(rows)}</table>
-<p>Held fixed (not determined by the data): {html.escape(held)}</p>
+<p>Held fixed, and why: {html.escape(held)}</p>
 <h2>Residuals</h2>
 <table><tr><th></th><th colspan="2">before: median |.|, RMS</th><th colspan="2">after: median |.|, RMS</th></tr>
 {resid}</table>

@@ -322,10 +322,7 @@ class _Fit:
             normal = _normal(part, weights) + np.diag(self.inverse_prior[kept])
             step = -np.linalg.solve(normal, part.T @ (weights * z_kept) + self.inverse_prior[kept] * x[kept])
             sd = self._standard_deviations(part, z_kept + part @ step, x, kept)
-            # how far the solution would follow a DEM moved by its accuracy (east and north)
-            pull = 0.0 if misplaced is None else self.obs.dem_accuracy_m * np.linalg.norm(
-                np.linalg.solve(normal, part.T @ (weights[:, None] * misplaced)), axis=1)
-            sd_control = np.hypot(sd, pull)
+            sd_control = np.hypot(sd, self._pull(part, weights, normal, misplaced))
             value = np.abs(x[kept] + step)
             absurd = value > SIGNIFICANT / np.sqrt(self.inverse_prior[kept])
             failing = ((sd_control > DETERMINED_PX) & (value < SIGNIFICANT * sd_control)) | (sd > ABSURD_PX) | absurd
@@ -334,6 +331,14 @@ class _Fit:
             last = int(np.flatnonzero(failing)[-1])
             dropped[kept.pop(last)] = ABSURD if absurd[last] else UNDETERMINED
         return kept, dropped
+
+    def _pull(self, part, weights, normal, misplaced):
+        """How far (pixels) the solution of the columns ``part`` would follow a DEM moved by its
+        accuracy east and north (``misplaced``: :meth:`misplaced_dem`); 0 without a DEM."""
+        if misplaced is None:
+            return 0.0
+        follow = np.linalg.solve(normal, part.T @ (weights[:, None] * misplaced))  # pixels per metre
+        return self.obs.dem_accuracy_m * np.linalg.norm(follow, axis=1)
 
     def misplaced_dem(self, x):
         """d(scaled residuals)/d(the reference DEM moved one metre east, north): two columns, zero but
@@ -362,10 +367,15 @@ class _Fit:
         return np.sqrt(np.maximum(np.diag(np.linalg.inv(n)), 0.0))
 
     def solution(self, x, solved, held, iterations):
+        """The :class:`Solution` at ``x``; each standard deviation counts the DEM's own misplacement."""
         res = self.residuals(x)
         weights = self.weights(x)
         sd = np.full(len(self.params), np.nan)
-        sd[solved] = self.standard_deviations(x, solved)
+        if solved:
+            jac = self._scaled(x, solved)[0]
+            normal = _normal(jac, weights) + np.diag(self.inverse_prior[solved])
+            sd[solved] = np.hypot(self.standard_deviations(x, solved),
+                                  self._pull(jac, weights, normal, self.misplaced_dem(x)))
         split = np.cumsum([0] + [0 if r is None else r.size for r in res])
         parts = tuple(None if r is None else weights[a:b] for r, a, b in zip(res, split[:-1], split[1:]))
         scales = tuple(None if r is None else _robust_scale(r, kind) for kind, r in enumerate(res))

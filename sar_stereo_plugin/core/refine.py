@@ -181,7 +181,7 @@ class Solution:
 # combinations the data do not see at zero instead of letting noise fit them, and a term solved at
 # SIGNIFICANT of them is taken for what it is, a stand-in for another effect
 PRIOR_PX = {"azimuth_offset": 500.0, "azimuth_drift": 100.0, "range_offset": 200.0, "range_drift": 100.0}
-PRIOR_TRAJECTORY_M = 10.0  # cross-track and vertical trajectory offsets of airborne platforms (GPS/INS: metres)
+PRIOR_TRAJECTORY_M = 20.0  # cross-track and vertical trajectory offsets of airborne platforms
 DETERMINED_PX = 0.1  # a term is solved where the data determine it to this standard deviation (pixels) ...
 SIGNIFICANT = 3.0  # ... or where it is this many standard deviations away from zero ...
 ABSURD_PX = 5.0  # ... but never where its standard deviation exceeds this

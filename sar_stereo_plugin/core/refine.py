@@ -187,8 +187,8 @@ SIGNIFICANT = 3.0  # ... or where it is this many standard deviations away from 
 ABSURD_PX = 5.0  # ... but never where its standard deviation exceeds this
 UNDETERMINED = f"not determined by the data (standard deviation over {DETERMINED_PX} px with the terms solved, " \
                "and not significant)"
-ABSURD = f"beyond what such an error can be ({SIGNIFICANT:g} times its prior standard deviation): it would stand in " \
-         "for another effect"
+BEYOND_PRIOR = f"beyond what such an error can be ({SIGNIFICANT:g} times its prior standard deviation): it " \
+               "would stand in for another effect"
 
 
 def solve(ref, sec, obs, max_iterations=50, tolerance_px=0.01):
@@ -293,9 +293,12 @@ class _Fit:
         """The Gauss-Newton step of the parameters ``which`` (IRLS weights, weak priors)."""
         jac, z = self._scaled(x, which)
         weights = self.weights(x)
-        n = _normal(jac, weights) + np.diag(self.inverse_prior[which])
         g = jac.T @ (weights * z) + self.inverse_prior[which] * x[which]
-        return -np.linalg.solve(n, g)
+        return -np.linalg.solve(self._normal_with_prior(jac, weights, which), g)
+
+    def _normal_with_prior(self, jac, weights, which):
+        """The weighted normal matrix of the columns ``jac`` of the parameters ``which``, priors added."""
+        return _normal(jac, weights) + np.diag(self.inverse_prior[which])
 
     def determined(self, x, which):
         """(``which`` without the terms the data do not determine, {term dropped: why}). Starting from
@@ -319,7 +322,7 @@ class _Fit:
             rest = [j for j in range(len(which)) if which[j] not in kept]
             z_kept = z - jac[:, rest] @ x[[which[j] for j in rest]]  # the dropped terms at zero (linearly)
             part = jac[:, inside]
-            normal = _normal(part, weights) + np.diag(self.inverse_prior[kept])
+            normal = self._normal_with_prior(part, weights, kept)
             step = -np.linalg.solve(normal, part.T @ (weights * z_kept) + self.inverse_prior[kept] * x[kept])
             sd = self._standard_deviations(part, z_kept + part @ step, x, kept)
             sd_control = np.hypot(sd, self._pull(part, weights, normal, misplaced))
@@ -329,7 +332,7 @@ class _Fit:
             if not failing.any():
                 break
             last = int(np.flatnonzero(failing)[-1])
-            dropped[kept.pop(last)] = ABSURD if absurd[last] else UNDETERMINED
+            dropped[kept.pop(last)] = BEYOND_PRIOR if absurd[last] else UNDETERMINED
         return kept, dropped
 
     def _pull(self, part, weights, normal, misplaced):
@@ -353,13 +356,9 @@ class _Fit:
         columns[res[0].size:res[0].size + res[1].size] = np.c_[_slopes(o.dem, lon, lat)]
         return np.nan_to_num(columns / _row_scales(res, _robust_scale, self.inflation)[:, None])
 
-    def standard_deviations(self, x, which):
-        """Posterior standard deviations (pixels) of the parameters ``which`` at ``x``."""
-        if not which:
-            return np.zeros(0)
-        return self._standard_deviations(*self._scaled(x, which), x, which)
-
     def _standard_deviations(self, jac, z, x, which):
+        """Posterior standard deviations (pixels) of the parameters ``which`` (columns ``jac``, scaled
+        residuals ``z``) at ``x``."""
         weights = self.weights(x)
         dof = max(int((weights > 0).sum()) - len(which), 1)
         sigma2 = max(float(np.sum(weights * z * z)) / dof, 1.0)
@@ -372,10 +371,10 @@ class _Fit:
         weights = self.weights(x)
         sd = np.full(len(self.params), np.nan)
         if solved:
-            jac = self._scaled(x, solved)[0]
-            normal = _normal(jac, weights) + np.diag(self.inverse_prior[solved])
-            sd[solved] = np.hypot(self.standard_deviations(x, solved),
-                                  self._pull(jac, weights, normal, self.misplaced_dem(x)))
+            jac, z = self._scaled(x, solved)
+            sd[solved] = np.hypot(self._standard_deviations(jac, z, x, solved),
+                                  self._pull(jac, weights, self._normal_with_prior(jac, weights, solved),
+                                             self.misplaced_dem(x)))
         split = np.cumsum([0] + [0 if r is None else r.size for r in res])
         parts = tuple(None if r is None else weights[a:b] for r, a, b in zip(res, split[:-1], split[1:]))
         scales = tuple(None if r is None else _robust_scale(r, kind) for kind, r in enumerate(res))

@@ -201,13 +201,25 @@ def test_a_trajectory_offset_that_biases_heights_is_found_with_a_coarse_dem(pair
     about 9 m: the 300 m DEM sees that bias (a misplaced DEM would not explain it), and the refined
     models put the ground within 0.3 px of the truth (0.10 px measured)."""
     true = [read_sensor_model(pair[k]) for k in ("reference", "secondary")]
-    result = refine_pair(pair["reference"], pair["secondary"], reference_model=true[0],
-                         secondary_model=misplaced(true[1], cross_track_m=5.0), reference_dem=pair["dem"])
+    result, errors = _refined(pair, true, [true[0], misplaced(true[1], cross_track_m=5.0)], pair["dem"],
+                              pair["source"])
     before, after = (result.dem_difference_m[k]["median"] for k in ("before", "after"))
     assert before > 5.0 and abs(after) < 1.0, (before, after, result.corrections)
-    errors = [disagreement_px(t, r, pair["source"]) for t, r in
-              zip(true, (result.reference_model, result.secondary_model))]
     assert max(errors) <= 0.3, (errors, result.corrections)
+
+
+def _refined(paths, true, models, control, ground):
+    """refine_pair of the pair ``paths`` from ``models`` against the DEM ``control``: (its result, how
+    far each refined model puts the ground of ``ground`` from where the ``true`` one does, px)."""
+    result = refine_pair(paths["reference"], paths["secondary"], reference_model=models[0],
+                         secondary_model=models[1], reference_dem=control)
+    return result, [disagreement_px(t, r, ground) for t, r in
+                    zip(true, (result.reference_model, result.secondary_model))]
+
+
+def _solved(result):
+    """The names of the terms solved in either model."""
+    return {name for terms in result.corrections.values() for name in terms}
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +246,9 @@ def test_steep_terrain_and_a_fine_dem_fit_nothing_absurd(swiss_pair):
     left the reference 0.41 px off). No trajectory offset is solved, and both models stay within
     0.1 px of the truth."""
     true = [read_sensor_model(swiss_pair[k]) for k in ("reference", "secondary")]
-    result = refine_pair(swiss_pair["reference"], swiss_pair["secondary"], reference_model=true[0],
-                         secondary_model=true[1], reference_dem=swiss_pair["dem"])
-    errors = [disagreement_px(t, r, swiss_pair["dem"]) for t, r in
-              zip(true, (result.reference_model, result.secondary_model))]
+    result, errors = _refined(swiss_pair, true, true, swiss_pair["dem"], swiss_pair["dem"])
     assert max(errors) <= 0.1, (errors, result.corrections)
-    solved = {name for terms in result.corrections.values() for name in terms}
-    assert not solved & {"cross_track", "vertical"}, result.corrections
+    assert not _solved(result) & {"cross_track", "vertical"}, result.corrections
 
 
 def test_a_common_drift_is_found_with_a_fine_dem_and_nothing_absurd_on_the_way(swiss_pair):
@@ -251,10 +259,6 @@ def test_a_common_drift_is_found_with_a_fine_dem_and_nothing_absurd_on_the_way(s
     measured; with those offsets kept the solution did not converge) and no trajectory offset stays."""
     true = [read_sensor_model(swiss_pair[k]) for k in ("reference", "secondary")]
     models = [misplaced(true[0], drift_lines=-3.0), misplaced(true[1], lines=4.0, drift_lines=5.0)]
-    result = refine_pair(swiss_pair["reference"], swiss_pair["secondary"], reference_model=models[0],
-                         secondary_model=models[1], reference_dem=swiss_pair["dem"])
-    errors = [disagreement_px(t, r, swiss_pair["dem"]) for t, r in
-              zip(true, (result.reference_model, result.secondary_model))]
+    result, errors = _refined(swiss_pair, true, models, swiss_pair["dem"], swiss_pair["dem"])
     assert max(errors) <= 0.4, (errors, result.corrections)
-    solved = {name for terms in result.corrections.values() for name in terms}
-    assert not solved & {"cross_track", "vertical"}, result.corrections
+    assert not _solved(result) & {"cross_track", "vertical"}, result.corrections

@@ -31,7 +31,7 @@ SITE := $(abspath $(VENV))/lib/python3.11/site-packages
 QGIS_ENV := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(abspath $(PROFILE)) PYTHONPATH=$(SITE)
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 
-.PHONY: setup apt test format stage package deploy process bench demo figure compare refine-cases train-light gui-shots clean \
+.PHONY: setup apt test format stage package deploy process bench demo figure compare calibrate-fusion refine-cases train-light gui-shots clean \
   adversarial-summary adversarial-trials
 
 setup: apt $(STAMP) sar_stereo_plugin/resources_rc.py
@@ -148,20 +148,28 @@ demo_step = $(MAKE) -s process ARGS="run sarstereo:$(1) -- $(2)" > $(DEMO)/$(1).
 refine-cases: setup
 	$(VPY) scripts/refine_cases.py
 
-# POC against the light matcher, with and without the blunder checks, on the test pairs (never seen in training)
+# POC, the light matcher and the fused one on the test pairs and the steep held-out pairs (never seen in training)
 # and the validation pairs (where the defaults were chosen): matching and elevation table, with the ceiling.
 compare: setup
 	$(VPY) scripts/compare_matchers.py
 
-# Reproduce the shipped light-matcher weights from scratch, as they were made: 2000 steps on one thread,
-# then three warm restarts to 4000, 8000 and 12000 steps on two (CPU, about 2 h 10 min; each stage
-# prints how long it took; the last one compares the result with POC on the withheld DEM).
+# The fused matcher's calibration (each matcher's certainty -> probability within 3 px) on the validation pairs:
+# prints the knots that sar_stereo_plugin/core/matchers/fused.py holds.
+calibrate-fusion: setup
+	$(VPY) scripts/calibrate_fusion.py
+
+# Reproduce the shipped light-matcher weights from scratch, as they were made: the alpine recipe (2000 steps on one
+# thread, then three warm restarts to 4000, 8000 and 12000 steps on two; about 2 h 10 min), then the broad recipe
+# from its result (procedural and real terrain, random geometry; 1500 steps on one thread). Each stage prints how
+# long it took; the last one compares the result with POC on the withheld DEM.
 TRAIN_LIGHT = $(VPY) scripts/train_light.py
+ALPINE_WEIGHTS = build/train_light/light_sar_alpine.pth
 train-light: setup
-	OMP_NUM_THREADS=1 $(TRAIN_LIGHT) --threads 1 --steps 2000 --skip-eval $(ARGS)
-	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --threads 2 --resume --steps 4000 --skip-eval $(ARGS)
-	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --threads 2 --resume --steps 8000 --skip-eval $(ARGS)
-	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --threads 2 --resume --steps 12000 $(ARGS)
+	OMP_NUM_THREADS=1 $(TRAIN_LIGHT) --recipe alpine --out $(ALPINE_WEIGHTS) --threads 1 --steps 2000 --skip-eval $(ARGS)
+	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --recipe alpine --out $(ALPINE_WEIGHTS) --threads 2 --resume --steps 4000 --skip-eval $(ARGS)
+	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --recipe alpine --out $(ALPINE_WEIGHTS) --threads 2 --resume --steps 8000 --skip-eval $(ARGS)
+	OMP_NUM_THREADS=2 $(TRAIN_LIGHT) --recipe alpine --out $(ALPINE_WEIGHTS) --threads 2 --resume --steps 12000 --skip-eval $(ARGS)
+	OMP_NUM_THREADS=1 $(TRAIN_LIGHT) --recipe broad --init $(ALPINE_WEIGHTS) --threads 1 --steps 1500 $(ARGS)
 
 # The real QGIS desktop under Xvfb, the packaged plugin in a fresh profile (no venv on PYTHONPATH), driven by
 # scripts/gui_shots.py: every dialog, the model, the demo chain from the dialogs; screenshots and one JSON

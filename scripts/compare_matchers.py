@@ -44,20 +44,33 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("SARSTEREO_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-BEFORE_THRESHOLD = {"light": 0.05, "poc": 0.0, "roma": 0.0}  # the matchers' certainty thresholds before issue 16
+MATCHERS = ("poc", "light", "fused")  # the default rows, each scene
+# the matchers' certainty thresholds before issue 16
+BEFORE_THRESHOLD = {"light": 0.05, "light-baseline": 0.05, "poc": 0.0, "roma": 0.0, "fused": 0.0}
+
+
+SCENE_SETS = ("test", "steep", "validation")
 
 
 def scenes(which):
+    """{scene: (DEM path or None for the embedded one, FlightDesign)} of a set, or of all."""
     from sar_stereo_plugin.core.flight import FlightDesign
     common = dict(pixel_spacing_m=7.5, altitude_m=12000.0, rows=768, cols=768)
     if which == "all":
-        return {**scenes("test"), **scenes("validation")}
+        return {k: v for name in SCENE_SETS for k, v in scenes(name).items()}
     if which == "validation":
         return {"Swiss Alps (validation)": (SHARED / "dem" / "swiss_alps_46m.tif", FlightDesign(
                     heading_deg=60.0, reference_incidence_deg=30.0, secondary_incidence_deg=48.0, **common)),
                 "Hintereisferner (validation)": (SHARED / "dem" / "hintereisferner_srtm3.tif", FlightDesign(
                     heading_deg=200.0, look_side="left", reference_incidence_deg=33.0, secondary_incidence_deg=52.0,
                     **common))}
+    if which == "steep":  # held out: DEMs no recipe trains on, at steep incidences far apart
+        return {"South Glacier steep (held out)": (SHARED / "dem" / "south_glacier_20m_utm7n.tif", FlightDesign(
+                    heading_deg=120.0, look_side="left", reference_incidence_deg=25.0, secondary_incidence_deg=55.0,
+                    **common)),
+                "Alaska steep (held out)": (SHARED / "dem" / "alaska_rgi50-01.10299_100m.tif", FlightDesign(
+                    heading_deg=300.0, reference_incidence_deg=28.0, secondary_incidence_deg=58.0,
+                    **dict(common, pixel_spacing_m=10.0)))}
     return {"Jacksboro (demo pair)": (None, FlightDesign()),
             "South Glacier (withheld)": (SHARED / "dem" / "south_glacier_20m_utm7n.tif", FlightDesign(
                 heading_deg=30.0, reference_incidence_deg=35.0, secondary_incidence_deg=50.0, **common))}
@@ -75,15 +88,15 @@ def simulate(folder, dem, flight, seed):
     return paths
 
 
-def evaluate(paths, folder, name, settings, threshold=None, steps="new"):
+def evaluate(paths, folder, name, settings, threshold=None, steps="new", baseline=None):
     """Match with one matcher and make and evaluate its DEM, with the steps of issue 16 ("new") or
-    without them ("old")."""
+    without them ("old"). ``light-baseline``: the light matcher with the ``baseline`` weights."""
     from sar_stereo_plugin.core.elevation import ElevationSettings, generate_elevation
     from sar_stereo_plugin.core.evaluate import evaluate_dem, evaluate_matches
     from sar_stereo_plugin.core.matchers import create_matcher
     from sar_stereo_plugin.core.matching import match_pair
     matches, dem = folder / f"matches_{name}_{steps}.tif", folder / f"dem_{name}_{steps}.tif"
-    matcher = create_matcher(name)
+    matcher = (create_matcher("light", weights=baseline) if name == "light-baseline" else create_matcher(name))
     elevation = ElevationSettings(certainty_threshold=threshold)
     if steps == "old":
         settings = replace(settings, consistency_px=0.0)
@@ -109,38 +122,42 @@ def ceiling(paths, folder):
 
 
 def table(results, ceilings):
-    head = ("| scene | matcher | steps | acc 1 px | 3 px | match coverage | DEM within 1 m | 2 m | 5 m | 10 m | 20 m "
-            "| median abs error | NMAD | RMSE | LE90 | RMSE/NMAD | LE90/NMAD | blunder share | DEM coverage "
-            "| coverage / ceiling | matching time |")
+    head = ("| scene | matcher | steps | acc 1 px | 3 px | 10 px | match coverage | DEM within 1 m | 2 m | 5 m | 10 m "
+            "| 20 m | median abs error | NMAD | RMSE | LE90 | RMSE/NMAD | LE90/NMAD | blunder share | DEM coverage "
+            "| coverage / ceiling | matching time | time / POC's |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for scene, by_matcher in results.items():
         top = ceilings[scene]
-        lines.append(f"| {scene} | perfect matches (ceiling) | | | | | "
+        poc = next((r["matching_seconds"] for k, r in by_matcher.items() if k.startswith("poc ")), None)
+        lines.append(f"| {scene} | perfect matches (ceiling) | | | | | | "
                      + " | ".join(f"{top['fraction_within_m'][t]:.3f}" for t in "1 2 5 10 20".split())
                      + f" | {top['median_abs_error_m']:.2f} m | {top['nmad_m']:.2f} m | {top['rmse_m']:.2f} m "
-                     + f"| {top['le90_m']:.2f} m | | | {top['blunder_share']:.4f} | {top['coverage']:.3f} | 1 | |")
+                     + f"| {top['le90_m']:.2f} m | | | {top['blunder_share']:.4f} | {top['coverage']:.3f} | 1 | | |")
         for label, r in by_matcher.items():
             m, e = r["matching"], r["elevation"]
             name, steps = label.rsplit(" ", 1)
             lines.append(f"| {scene} | {name} | {steps} | "
-                         + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3".split())
+                         + " | ".join(f"{m['accuracy_at_px'][t]:.3f}" for t in "1 3 10".split())
                          + f" | {m['coverage']:.3f} | "
                          + " | ".join(f"{e['fraction_within_m'][t]:.3f}" for t in "1 2 5 10 20".split())
                          + f" | {e['median_abs_error_m']:.2f} m | {e['nmad_m']:.2f} m | {e['rmse_m']:.1f} m "
                          + f"| {e['le90_m']:.1f} m | {e['rmse_m'] / e['nmad_m']:.2f} | {e['le90_m'] / e['nmad_m']:.2f} "
                          + f"| {e['blunder_share']:.4f} | {e['coverage']:.3f} | {e['coverage'] / top['coverage']:.2f} "
-                         + f"| {r['matching_seconds']:.0f} s |")
+                         + f"| {r['matching_seconds']:.1f} s "
+                         + (f"| {r['matching_seconds'] / poc:.2f} |" if poc else "| |"))
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--matchers", nargs="+", default=["poc", "light"])
+    parser.add_argument("--matchers", nargs="+", default=list(MATCHERS),
+                        help="poc, light, fused, roma, light-baseline (the light matcher with --baseline weights)")
+    parser.add_argument("--baseline", type=Path, help="light weights to compare with (matcher light-baseline)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "compare")
     parser.add_argument("--patch-size", type=int, help="for every matcher (default: each matcher's own)")
     parser.add_argument("--overlap", type=int, help="for every matcher (default: each matcher's own)")
-    parser.add_argument("--scenes", choices=("test", "validation", "all"), default="all")
-    parser.add_argument("--steps", choices=("both", "new", "old"), default="both",
+    parser.add_argument("--scenes", choices=SCENE_SETS + ("all",), default="all")
+    parser.add_argument("--steps", choices=("both", "new", "old"), default="new",
                         help="with the steps of issue 16, without them, or both (one row each)")
     parser.add_argument("--band", type=float, help="epipolar band, pixels (0: none; default: MatchSettings')")
     parser.add_argument("--threshold", type=float, help="certainty threshold of the DEM step (default: the matcher's)")
@@ -155,10 +172,11 @@ def main():
     validation = scenes("validation")
     steps = ("old", "new") if args.steps == "both" else (args.steps,)
     for scene, (dem, flight) in scenes(args.scenes).items():
-        folder = args.out / scene.split()[0].lower()
+        folder = args.out / "_".join(scene.split(" (")[0].lower().split())
         paths = simulate(folder, dem, flight, seed=4242 if scene in validation else 0)
         ceilings[scene] = ceiling(paths, folder)
-        results[scene] = {f"{name} {step}": evaluate(paths, folder, name, settings, args.threshold, step)
+        results[scene] = {f"{name} {step}": evaluate(paths, folder, name, settings, args.threshold, step,
+                                                     args.baseline)
                           for name in args.matchers for step in steps}
     text = table(results, ceilings)
     print(text)
@@ -172,8 +190,8 @@ def main():
 
 def command(args):
     """The command line that regenerates this table: ``make compare``, or the script with its options."""
-    defaults = {"matchers": ["poc", "light"], "patch_size": None, "overlap": None, "scenes": "all", "steps": "both",
-                "band": None, "threshold": None}
+    defaults = {"matchers": list(MATCHERS), "patch_size": None, "overlap": None, "scenes": "all", "steps": "new",
+                "baseline": None, "band": None, "threshold": None}
     options = []
     for key, default in defaults.items():
         value = getattr(args, key, default)
@@ -184,8 +202,9 @@ def command(args):
 
 def title(args):
     what = {"validation": "validation pairs (fresh flights over training DEMs)",
-            "all": "the test pairs and the validation pairs"}.get(args.scenes,
-                                                                  "pairs the light matcher never saw in training")
+            "steep": "steep held-out pairs (DEMs never trained on, steep incidences far apart)",
+            "all": "the test pairs, the steep held-out pairs and the validation pairs"}.get(
+        args.scenes, "pairs the light matcher never saw in training")
     names = " and ".join(m.upper() if m == "poc" else m for m in args.matchers)
     return f"Matching and DEM accuracy, {names}, on {what}"
 

@@ -21,10 +21,9 @@ the models swapped), and a match is kept only where the way back returns within
 ``consistency_px`` reference pixels of where it started (:func:`round_trip_px`). A match held to
 the epipolar line passes the triangulation's misclosure test whatever its height; a wrong one
 rarely comes back. The round-trip error is the match raster's fourth band. :func:`check_patches`
-does all of it for a batch of answers, for any matcher; a matcher that fuses several answers per
-patch can check each of them the same way, given the pair's :class:`PatchPlan` (:func:`plan_pair`):
-``reverse_pair(plan, pair, answer)``, the way back matched by any matcher, then
-``round_trip_px(pair, answer, back, back_answer)``.
+does all of it for a batch of answers, for any matcher; the engine hands it to the matcher
+(:meth:`.matchers.Matcher.match_checked`), so that a matcher made of several (:mod:`.matchers.fused`)
+checks each one's answers, with its own tolerance, before it chooses.
 """
 
 import dataclasses
@@ -32,6 +31,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import numpy as np
 from scipy.ndimage import map_coordinates
@@ -367,6 +367,7 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
     check_outputs({"OUTPUT": output}, {"REFERENCE": reference, "SECONDARY": secondary, "PRIOR_DEM": prior_dem,
                                        "REFERENCE_MODEL": reference_model, "SECONDARY_MODEL": secondary_model})
     report = Progress(progress, is_canceled, MatchingCanceled, "matching canceled; no output was written")
+    tolerance = (settings or MatchSettings()).consistency_px  # None: each matcher checked with its own
     settings = (settings or MatchSettings()).for_matcher(matcher)
     plan = plan_pair(reference, secondary, settings, prior_dem=prior_dem, reference_model=reference_model,
                      secondary_model=secondary_model)
@@ -394,10 +395,11 @@ def match_pair(reference, secondary, output, matcher, settings=None, *, prior_de
                 report.check()
                 batch = pairs[b:b + batch_size]
                 t0 = time.perf_counter()
-                answers = _shaped(matcher.match(batch), batch)
-                trips = [None] * len(batch)
                 if check:
-                    answers, trips = check_patches(matcher, plan, batch, answers, settings.consistency_px)
+                    answers, trips = matcher.match_checked(batch, partial(_checked, plan, batch, tolerance))
+                    answers = _shaped(answers, batch)
+                else:
+                    answers, trips = _shaped(matcher.match(batch), batch), [None] * len(batch)
                 seconds_matching += time.perf_counter() - t0
                 for pair, answer, trip in zip(batch, answers, trips):
                     counts["matched"] += _merge(mosaic, pair, answer, sec_model, trip)
@@ -541,6 +543,14 @@ def _sample_finite(field, rows, cols):
         weight += np.where(good, wgt, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ok & (weight >= MIN_BACK_WEIGHT), total / weight, np.nan)
+
+
+def _checked(plan, pairs, tolerance, matcher, answers):
+    """:func:`check_patches` of one matcher's answers with ``tolerance``, or that matcher's own
+    (:attr:`.matchers.Matcher.consistency_px`) where None: the ``check`` of
+    :meth:`.matchers.Matcher.match_checked`."""
+    answers = _shaped(answers, pairs)
+    return check_patches(matcher, plan, pairs, answers, matcher.consistency_px if tolerance is None else tolerance)
 
 
 def check_patches(matcher, plan, pairs, answers, consistency_px):

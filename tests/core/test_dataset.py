@@ -159,3 +159,36 @@ def test_folders_that_are_not_datasets(alpine_pair, dataset, tmp_path):
     with pytest.raises(GeometryError, match="VALIDATION_FRACTION"):
         build_dataset([(paths["reference"], paths["secondary"])], paths["dem"], tmp_path / "x",
                       **{**SETTINGS, "split": (0.9, 0.2, 0.1)})
+
+
+def test_simulator_truth_and_a_coarse_prior(alpine_pair, dataset, tmp_path):
+    """With the simulator's ground-truth raster as truth the samples hold the same correspondences as
+    with the DSM's (to 1e-3 px where both exist); with a coarse prior DEM the engine's prior is that
+    one's, so the truth no longer sits at the prior, as in use; a raster of another size is refused."""
+    from scipy.ndimage import uniform_filter
+
+    from sar_stereo_plugin.core.dem import open_dem
+    paths, _ = alpine_pair
+    dsm = open_dem(paths["dem"])
+    coarse = tmp_path / "coarse.tif"
+    Dem.from_array(uniform_filter(dsm.heights, 15, mode="nearest"), dsm.geotransform, dsm.crs.to_wkt()).write(coarse)
+    folder = tmp_path / "ds"
+    build_dataset([(paths["reference"], paths["secondary"])], paths["dem"], folder, **SETTINGS,
+                  ground_truth=[paths["ground_truth"]], prior_dem=coarse)
+    _, _, mosaic, _ = dataset
+    manifest = load_manifest(folder)
+    assert manifest["prior_dem"] == str(coarse) and manifest["pairs"][0]["ground_truth"] == paths["ground_truth"]
+    errors, prior_miss = [], []
+    for entry in manifest["samples"]:
+        s = load_sample(folder, entry)
+        (r0, c0), valid = entry["reference_origin"], s["valid"] == 1
+        theirs = mosaic[:, r0:r0 + 128, c0:c0 + 128]
+        both = valid & np.isfinite(theirs[0])
+        errors.append(np.abs(s["secondary_rc"][:, both] - theirs[:, both]).max(initial=0.0))
+        window = np.asarray(entry["secondary_origin"], np.float64)[:, None]
+        prior_miss.append(np.hypot(*(s["prior"][:, valid] + window - s["secondary_rc"][:, valid])))
+    assert max(errors) <= 1e-3
+    assert np.median(np.concatenate(prior_miss)) > 1.0  # the smoothed relief: the truth lies off the prior
+    with pytest.raises(GeometryError, match="GROUND_TRUTH"):
+        build_dataset([(paths["reference"], paths["secondary"])], paths["dem"], tmp_path / "bad", **SETTINGS,
+                      ground_truth=[paths["reference"]])

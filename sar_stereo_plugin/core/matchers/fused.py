@@ -1,0 +1,108 @@
+"""Fused matcher: POC and the light matcher on every patch, per pixel the answer more likely right.
+
+Both matchers answer the same :class:`.PatchPair` (the light matcher's patch geometry, 256/64: POC
+matches 256-pixel patches about as well as 512-pixel ones, the light matcher markedly worse). With
+the engine's forward-backward check (:meth:`FusedMatcher.match_checked`) each matcher's answers are
+first matched back by that matcher and dropped where their round trip does not close within its
+own tolerance (:attr:`.Matcher.consistency_px`, or the one the user gave), so a consistent answer
+wins over a more certain inconsistent one. Each raw certainty is then turned into the probability
+that the answer lies within 3 pixels of the truth, read off the matcher's calibration
+(:data:`CALIBRATION`: piecewise linear, non-decreasing, measured on the validation pairs by
+``scripts/calibrate_fusion.py``): raw certainties mean different things (POC: a correlation peak's
+height over chance; light: the network's odds of a valid match). Per reference pixel:
+
+* where the two answers lie within :data:`AGREE_PX` of each other they are one answer, the mean of
+  the two positions, with certainty ``1 - (1 - p_poc)(1 - p_light)`` (two methods that fail
+  differently rarely agree by chance);
+* elsewhere the answer with the higher probability, with that probability;
+* where only one answered, that one.
+
+The fused certainty is thus a probability of being within 3 pixels; the elevation step keeps what
+lies above :attr:`FusedMatcher.certainty_threshold`. The round-trip band of the match raster holds
+the taken answer's round trip (the smaller of the two where they agree or neither was kept).
+"""
+
+import numpy as np
+
+from . import Matcher, PatchMatch, answer
+
+AGREE_PX = 2.0  # two answers this close are one (secondary pixels)
+# raw certainty -> probability within 3 px, knots (raw, probability), from scripts/calibrate_fusion.py
+CALIBRATION = {
+    "poc": ((0.0, 0.0), (1.0, 1.0)),
+    "light": ((0.0, 0.0), (1.0, 1.0)),
+}
+
+
+def calibrated(name, certainty):
+    """Probability within 3 px of raw certainties of matcher ``name`` (NaN stays NaN)."""
+    knots = np.asarray(CALIBRATION[name], np.float64)
+    certainty = np.asarray(certainty, np.float64)
+    return np.where(np.isfinite(certainty), np.interp(certainty, knots[:, 0], knots[:, 1]), np.nan)
+
+
+def fuse_arrays(poc, light, agree_px=AGREE_PX):
+    """The fusion rule (module doc) on (rows, cols, raw certainty) of POC and of the light matcher,
+    arrays of any one shape: (rows, cols, certainty, choice), NaN where neither answered; ``choice``
+    0 where POC's answer was taken, 1 the light matcher's, 2 their mean, -1 none."""
+    p_poc, p_light = calibrated("poc", poc[2]), calibrated("light", light[2])
+    have_poc, have_light = np.isfinite(p_poc), np.isfinite(p_light)
+    with np.errstate(invalid="ignore"):
+        agree = have_poc & have_light & (np.hypot(poc[0] - light[0], poc[1] - light[1]) <= agree_px)
+        take_light = have_light & ~(have_poc & (p_poc > p_light))
+    rows = np.where(agree, 0.5 * (poc[0] + light[0]), np.where(take_light, light[0], poc[0]))
+    cols = np.where(agree, 0.5 * (poc[1] + light[1]), np.where(take_light, light[1], poc[1]))
+    certainty = np.where(agree, 1.0 - (1.0 - p_poc) * (1.0 - p_light), np.where(take_light, p_light, p_poc))
+    choice = np.where(agree, 2, np.where(take_light, 1, np.where(have_poc, 0, -1)))
+    answered = choice >= 0
+    return (*(np.where(answered, a, np.nan) for a in (rows, cols, certainty)), choice)
+
+
+class FusedMatcher(Matcher):
+    """POC and the light matcher on each patch, fused per pixel (module doc). ``poc``, ``light``:
+    matchers already built, used instead; ``options`` go to the one that takes them
+    (:attr:`.PocMatcher.OPTIONS`, :attr:`.LightMatcher.OPTIONS`; the batch size to the light matcher)."""
+
+    name = "fused"
+    patch_size, overlap = 256, 64
+    certainty_threshold = 0.5  # more likely within 3 px than not
+    chance_certainty = 0.05
+    consistency_px = 5.0  # only switches the check on: each part is checked with its own tolerance
+
+    def __init__(self, poc=None, light=None, **options):
+        from .light import LightMatcher
+        from .poc import PocMatcher
+        self.poc = poc or PocMatcher(**{k: v for k, v in options.items()
+                                        if k in PocMatcher.OPTIONS and k != "batch_size"})
+        self.light = light or LightMatcher(**{k: v for k, v in options.items() if k in LightMatcher.OPTIONS})
+        self.batch_size = self.light.batch_size
+
+    OPTIONS = tuple(dict.fromkeys(("weights", "weights_dir", "device", "batch_size", "max_side", "flips",
+                                   "grid_step", "window", "levels", "workers")))
+
+    def describe(self):
+        return f"fused (agreement within {AGREE_PX:g} px): {self.poc.describe()}; {self.light.describe()}"
+
+    def match(self, pairs):
+        pairs = list(pairs)
+        return [self._fuse(pair, a, b)[0] for pair, a, b in zip(pairs, self.poc.match(pairs), self.light.match(pairs))]
+
+    def match_checked(self, pairs, check):
+        """Each part's answers checked by that part (module doc), then fused: (answers, round trips)."""
+        pairs = list(pairs)
+        poc, poc_trips = check(self.poc, self.poc.match(pairs))
+        light, light_trips = check(self.light, self.light.match(pairs))
+        out, trips = [], []
+        for pair, a, b, ta, tb in zip(pairs, poc, light, poc_trips, light_trips):
+            found, choice = self._fuse(pair, a, b)
+            # the taken answer's round trip; where none was kept (or both agree), the smaller of the two
+            trips.append(np.where(choice == 0, ta, np.where(choice == 1, tb, np.fmin(ta, tb))).astype(np.float32))
+            out.append(found)
+        return out, trips
+
+    @staticmethod
+    def _fuse(pair, poc, light):
+        rows, cols, certainty, choice = fuse_arrays((poc.rows, poc.cols, poc.certainty),
+                                                    (light.rows, light.cols, light.certainty))
+        found = answer(pair, rows, cols, certainty)
+        return PatchMatch(found.rows, found.cols, found.certainty), choice

@@ -1,0 +1,103 @@
+"""Calibrate the fused matcher on the validation pairs: each matcher's certainty -> probability within 3 px.
+
+Usage: .venv/bin/python scripts/calibrate_fusion.py [--out build/calibrate_fusion]   (`make calibrate-fusion`)
+
+On the validation pairs of ``scripts/compare_matchers.py`` (fresh flights over training DEMs; never the
+test or held-out pairs), POC and the light matcher each match through the patch engine with the
+fused matcher's patch geometry and each one's forward-backward check, as they do inside it. Over the
+valid truth pixels each one answered, the share within 3 px as a function of its raw certainty: 16
+bins of equal count, made non-decreasing (pool-adjacent-violators), a knot at each bin's median
+certainty. Prints the knots as ``core/matchers/fused.py`` takes them (``CALIBRATION``), then how the
+fused matcher does with them on the same pairs, against each matcher alone (within 1/3/10 px over
+the valid truth pixels, and matched share).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+BINS = 16
+
+
+def read(path, bands=3):
+    ds = gdal.Open(str(path))
+    return [ds.GetRasterBand(b + 1).ReadAsArray().astype(np.float64) for b in range(bands)]
+
+
+def monotone(values, weights):
+    """Pool-adjacent-violators: the non-decreasing sequence closest to ``values`` (weighted)."""
+    blocks = []  # [mean, weight, count]
+    for v, w in zip(values, weights):
+        blocks.append([v, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.concatenate([np.full(n, v) for v, _, n in blocks])
+
+
+def knots(certainty, hit):
+    """((raw certainty, probability within 3 px), ...) from answers' certainties and hits."""
+    order = np.argsort(certainty, kind="stable")
+    c, h = certainty[order], hit[order]
+    parts = np.array_split(np.arange(c.size), BINS)
+    x = np.array([np.median(c[p]) for p in parts])
+    y = monotone(np.array([h[p].mean() for p in parts]), np.array([p.size for p in parts], float))
+    x, keep = np.unique(np.round(x, 4), return_index=True)
+    return tuple((float(a), round(float(b), 3)) for a, b in zip(x, y[keep]))
+
+
+def scores(path, truth, valid):
+    rows, cols, _ = read(path)
+    err = np.hypot(rows - truth[0], cols - truth[1])[valid]
+    err = np.where(np.isfinite(err), err, np.inf)
+    return [float((err <= t).mean()) for t in (1, 3, 10)] + [float(np.isfinite(rows[valid]).mean())]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "build" / "calibrate_fusion")
+    a = p.parse_args()
+    from compare_matchers import scenes, simulate
+
+    from sar_stereo_plugin.core.matchers import create_matcher, fused
+    from sar_stereo_plugin.core.matching import MatchSettings, match_pair
+    settings = MatchSettings(patch_size=fused.FusedMatcher.patch_size, overlap=fused.FusedMatcher.overlap,
+                             height_uncertainty_m=300.0)
+    parts = {"poc": create_matcher("poc"), "light": create_matcher("light")}
+    pooled, runs = {name: ([], []) for name in parts}, {}
+    for scene, (dem, flight) in scenes("validation").items():
+        folder = a.out / "_".join(scene.split(" (")[0].lower().split())
+        paths = simulate(folder, dem, flight, seed=4242)
+        truth = read(paths["truth"])
+        valid = truth[2] > 0.5
+        runs[scene] = (paths, folder, truth, valid)
+        for name, matcher in parts.items():
+            out = folder / f"matches_{name}.tif"
+            match_pair(paths["reference"], paths["secondary"], out, matcher, settings)
+            r, c, cert = read(out)
+            ok = valid & np.isfinite(cert)
+            pooled[name][0].append(cert[ok])
+            pooled[name][1].append(np.hypot(r - truth[0], c - truth[1])[ok] <= 3.0)
+    table = {name: knots(np.concatenate(c), np.concatenate(h)) for name, (c, h) in pooled.items()}
+    print("CALIBRATION = {")
+    for name, k in table.items():
+        print(f'    "{name}": {k},')
+    print("}")
+    fused.CALIBRATION.update(table)
+    matcher = fused.FusedMatcher(poc=parts["poc"], light=parts["light"])
+    print("within 1 / 3 / 10 px over the valid truth pixels, matched share:")
+    for scene, (paths, folder, truth, valid) in runs.items():
+        match_pair(paths["reference"], paths["secondary"], folder / "matches_fused.tif", matcher, settings)
+        for name in ("poc", "light", "fused"):
+            print(f"  {scene:30s} {name:6s}", " / ".join(f"{v:.3f}" for v in scores(folder / f"matches_{name}.tif",
+                                                                                      truth, valid)))
+
+
+if __name__ == "__main__":
+    main()

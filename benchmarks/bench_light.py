@@ -6,7 +6,10 @@ height prior, shipped weights, torch's default threads) and POC (512/64 patches)
 process, so the peak memory is its own (the pair is simulated once into build/bench-data by yet
 another). The note gives the shares within 3 and 10 px of the simulator's truth: speed is never
 read apart from accuracy. Target: a minute for the pair on a laptop CPU. These two match without the
-forward-backward check, as before it existed; the last two cases time the check against no check.
+forward-backward check, as before it existed; the next two time the check against no check. The last
+case times POC, light and fused one after the other in one process, with every default (the check on),
+on the demo pair and on the steep held-out South Glacier pair of ``make compare``: their wall-time
+ratios to POC (target: light within 1.5x), with each one's share within 3 px.
 """
 
 import subprocess
@@ -73,11 +76,42 @@ def _check_case(name):
     return run
 
 
+def _ratio_case():
+    """POC, light and fused on the demo pair and a steep held-out pair, defaults, in one process."""
+    names = ("poc", "light", "fused")
+
+    def run(warmup):
+        if warmup:
+            _case("light")(warmup=True)
+            sys.path.insert(0, str(ROOT / "scripts"))
+            from compare_matchers import scenes, simulate
+            dem, flight = scenes("steep")["South Glacier steep (held out)"]
+            steep = simulate(DATA / "south_glacier_steep", dem, flight, seed=0)
+            _STATE["pairs"] = {"demo": (PATHS["reference"], PATHS["secondary"], PATHS["truth"]),
+                               "steep": (steep["reference"], steep["secondary"], steep["truth"])}
+            _STATE["matchers"] = {name: create_matcher(name, device="cpu") for name in names}
+            return None
+        notes = []
+        for pair, (ref, sec, truth) in _STATE["pairs"].items():
+            seconds, within = {}, {}
+            for name, matcher in _STATE["matchers"].items():
+                out = DATA / f"{pair}_ratio_{name}.tif"
+                start = time.perf_counter()
+                match_pair(ref, sec, out, matcher, MatchSettings(height_uncertainty_m=300.0))
+                seconds[name] = time.perf_counter() - start
+                within[name] = evaluate_matches(out, truth)["accuracy_at_px"]["3"]
+            notes.append(f"{pair}: " + ", ".join(f"{n} {seconds[n]:.1f} s ({seconds[n] / seconds['poc']:.2f}x, "
+                                                f"{within[n]:.3f} within 3 px)" for n in names))
+        return "; ".join(notes)
+    return run
+
+
 def cases():
     yield "match_pair light, demo pair 2047x613", 60.0, _case("light")
     yield "match_pair POC, demo pair 2047x613", 60.0, _case("poc")
     yield "match_pair light, demo pair, forward-backward check off then on", 180.0, _check_case("light")
     yield "match_pair POC, demo pair, forward-backward check off then on", 120.0, _check_case("poc")
+    yield "match_pair POC, light, fused: demo and steep held-out pair", 300.0, _ratio_case()
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--make-pair"]:

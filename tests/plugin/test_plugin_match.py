@@ -45,6 +45,28 @@ def test_matchpair_poc_then_evaluate(plugin, alpine_pair, tmp_path, qgis_new_pro
     assert evaluated["COVERAGE"] == report["coverage"] >= report["accuracy_at_px"]["10"]
 
 
+def test_matchpair_fused_loads_its_matches(plugin, alpine_pair, tmp_path, qgis_new_project):
+    """MATCHER=fused: POC and light on every patch, each checked by its own round trip (the raster's
+    fourth band within the larger of their tolerances, 5 px), the fused certainty a probability."""
+    import processing
+    paths, _ = alpine_pair
+    out = tmp_path / "matches.tif"
+    result = processing.runAndLoadResults("sarstereo:matchpair", {
+        **_pair(alpine_pair), "MATCHER": 4, "PRIOR_DEM": paths["dem"], "HEIGHT_UNCERTAINTY": 100.0,
+        "OUTPUT": str(out)})
+    ds = gdal.Open(str(out))
+    bands = ds.ReadAsArray()
+    kept = np.isfinite(bands[0])
+    assert ds.RasterCount == 4 and result["MATCHED_FRACTION"] > 0.5
+    assert (bands[3][kept] <= 5.0).all() and (bands[2][kept] <= 1.0).all()
+    matching = json.loads(ds.GetMetadataItem("SARSTEREO_MATCHING"))
+    assert matching["matcher"].startswith("fused") and matching["certainty_threshold"] == 0.5
+    truth = gdal.Open(paths["ground_truth"]).ReadAsArray()
+    epe = np.hypot(bands[0] - truth[0], bands[1] - truth[1])[truth[2] == 1]
+    assert np.mean(epe <= 3.0) > 0.8
+    layer = next(iter(QgsProject.instance().mapLayers().values()))
+    assert layer.name() == "Matches (fused)"
+
 def test_matchpair_without_the_check_writes_three_bands(plugin, alpine_pair, tmp_path):
     import processing
     out = tmp_path / "matches.tif"

@@ -7,7 +7,9 @@ test or held-out pairs), POC and the light matcher each match through the patch 
 fused matcher's patch geometry and each one's forward-backward check, as they do inside it. Over the
 valid truth pixels each one answered, the share within 3 px as a function of its raw certainty: 16
 bins of equal count, made non-decreasing (pool-adjacent-violators), a knot at each bin's median
-certainty. Prints the knots as ``core/matchers/fused.py`` takes them (``CALIBRATION``), then how the
+certainty. Where both answered within 3 px of the truth and within ``AGREE_PX`` of each other, the
+mean square error of each gives POC's weight in the mean of two agreeing answers (inverse variance).
+Prints the knots as ``core/matchers/fused.py`` takes them (``CALIBRATION``, ``POC_WEIGHT``), then how the
 fused matcher does with them on the same pairs, against each matcher alone (within 1/3/10 px over
 the valid truth pixels, and matched share).
 """
@@ -70,26 +72,39 @@ def main():
     settings = MatchSettings(patch_size=fused.FusedMatcher.patch_size, overlap=fused.FusedMatcher.overlap,
                              height_uncertainty_m=300.0)
     parts = {"poc": create_matcher("poc"), "light": create_matcher("light")}
-    pooled, runs = {name: ([], []) for name in parts}, {}
+    pooled, runs, agreeing = {name: ([], []) for name in parts}, {}, {name: [] for name in parts}
     for scene, (dem, flight) in scenes("validation").items():
         folder = a.out / "_".join(scene.split(" (")[0].lower().split())
         paths = simulate(folder, dem, flight, seed=4242)
         truth = read(paths["truth"])
         valid = truth[2] > 0.5
         runs[scene] = (paths, folder, truth, valid)
+        found = {}
         for name, matcher in parts.items():
             out = folder / f"matches_{name}.tif"
             match_pair(paths["reference"], paths["secondary"], out, matcher, settings)
-            r, c, cert = read(out)
+            r, c, cert = found[name] = read(out)
             ok = valid & np.isfinite(cert)
             pooled[name][0].append(cert[ok])
             pooled[name][1].append(np.hypot(r - truth[0], c - truth[1])[ok] <= 3.0)
+        (pr, pc, _), (lr, lc, _) = found["poc"], found["light"]
+        errors = {"poc": np.hypot(pr - truth[0], pc - truth[1]), "light": np.hypot(lr - truth[0], lc - truth[1])}
+        with np.errstate(invalid="ignore"):
+            both = (valid & (np.hypot(pr - lr, pc - lc) <= fused.AGREE_PX) & (errors["poc"] <= 3)
+                    & (errors["light"] <= 3))
+        for name in parts:
+            agreeing[name].append(errors[name][both])
     table = {name: knots(np.concatenate(c), np.concatenate(h)) for name, (c, h) in pooled.items()}
     print("CALIBRATION = {")
     for name, k in table.items():
         print(f'    "{name}": {k},')
     print("}")
+    mse = {name: float(np.mean(np.concatenate(e) ** 2)) for name, e in agreeing.items()}
+    weight = round(mse["light"] / (mse["poc"] + mse["light"]), 3)
+    print(f"POC_WEIGHT = {weight}  # mean square errors where both agree: POC {mse['poc']:.3f}, light "
+          f"{mse['light']:.3f} px^2")
     fused.CALIBRATION.update(table)
+    fused.POC_WEIGHT = weight
     matcher = fused.FusedMatcher(poc=parts["poc"], light=parts["light"])
     print("within 1 / 3 / 10 px over the valid truth pixels, matched share:")
     for scene, (paths, folder, truth, valid) in runs.items():

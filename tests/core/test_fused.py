@@ -35,8 +35,9 @@ def test_the_likelier_answer_wins_and_agreement_raises_the_certainty():
     poc, light = answers()
     rows, cols, certainty, choice = fused.fuse_arrays(poc, light)
     p_poc, p_light = fused.calibrated("poc", poc[2]), fused.calibrated("light", light[2])
-    # pixel 0 agrees (0.7 px apart): one answer, their mean, more certain than either alone
-    assert (rows[0], cols[0], choice[0]) == (10.25, 20.25, 2)
+    # pixel 0 agrees (0.7 px apart): one answer, their weighted mean, more certain than either alone
+    w = fused.POC_WEIGHT
+    assert (rows[0], cols[0], choice[0]) == (pytest.approx(10.5 - 0.5 * w), pytest.approx(20.5 - 0.5 * w), 2)
     assert certainty[0] == pytest.approx(1 - (1 - p_poc[0]) * (1 - p_light[0]))
     assert certainty[0] > max(p_poc[0], p_light[0])
     # pixels 1, 2 disagree: the higher calibrated probability wins, with its own probability

@@ -12,8 +12,9 @@ that the answer lies within 3 pixels of the truth, read off the matcher's calibr
 height over chance; light: the network's odds of a valid match). Per reference pixel:
 
 * where the two answers lie within :data:`AGREE_PX` of each other they are one answer, the mean of
-  the two positions, with certainty ``1 - (1 - p_poc)(1 - p_light)`` (two methods that fail
-  differently rarely agree by chance);
+  the two positions weighted by the inverse of each one's error variance where they agree
+  (:data:`POC_WEIGHT`, measured with the calibration), with certainty ``1 - (1 - p_poc)(1 - p_light)``
+  (two methods that fail differently rarely agree by chance);
 * elsewhere the answer with the higher probability, with that probability;
 * where only one answered, that one.
 
@@ -27,6 +28,7 @@ import numpy as np
 from . import Matcher, PatchMatch, answer
 
 AGREE_PX = 2.0  # two answers this close are one (secondary pixels)
+POC_WEIGHT = 0.5  # POC's weight in the mean of two agreeing answers, from scripts/calibrate_fusion.py
 # raw certainty -> probability within 3 px, knots (raw, probability), from scripts/calibrate_fusion.py
 CALIBRATION = {
     "poc": ((0.0, 0.0), (1.0, 1.0)),
@@ -50,8 +52,9 @@ def fuse_arrays(poc, light, agree_px=AGREE_PX):
     with np.errstate(invalid="ignore"):
         agree = have_poc & have_light & (np.hypot(poc[0] - light[0], poc[1] - light[1]) <= agree_px)
         take_light = have_light & ~(have_poc & (p_poc > p_light))
-    rows = np.where(agree, 0.5 * (poc[0] + light[0]), np.where(take_light, light[0], poc[0]))
-    cols = np.where(agree, 0.5 * (poc[1] + light[1]), np.where(take_light, light[1], poc[1]))
+    w = POC_WEIGHT
+    rows = np.where(agree, w * poc[0] + (1 - w) * light[0], np.where(take_light, light[0], poc[0]))
+    cols = np.where(agree, w * poc[1] + (1 - w) * light[1], np.where(take_light, light[1], poc[1]))
     certainty = np.where(agree, 1.0 - (1.0 - p_poc) * (1.0 - p_light), np.where(take_light, p_light, p_poc))
     choice = np.where(agree, 2, np.where(take_light, 1, np.where(have_poc, 0, -1)))
     answered = choice >= 0

@@ -97,7 +97,8 @@ def main():
     table = {name: knots(np.concatenate(c), np.concatenate(h)) for name, (c, h) in pooled.items()}
     print("CALIBRATION = {")
     for name, k in table.items():
-        print(f'    "{name}": {k},')
+        rows = [", ".join(map(str, k[i:i + 5])) for i in range(0, len(k), 5)]
+        print(f'    "{name}": (' + ",\n             ".join(rows) + "),")
     print("}")
     mse = {name: float(np.mean(np.concatenate(e) ** 2)) for name, e in agreeing.items()}
     weight = round(mse["light"] / (mse["poc"] + mse["light"]), 3)

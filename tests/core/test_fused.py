@@ -31,20 +31,24 @@ def answers():
     return poc, light
 
 
-def test_the_likelier_answer_wins_and_agreement_raises_the_certainty():
+def test_the_vouched_likelier_answer_wins_and_agreement_vouches():
     poc, light = answers()
-    rows, cols, certainty, choice = fused.fuse_arrays(poc, light)
+    rows, cols, certainty, choice = fused.fuse_arrays(poc, light, thresholds=(0.1, 0.5))
     p_poc, p_light = fused.calibrated("poc", poc[2]), fused.calibrated("light", light[2])
-    # pixel 0 agrees (0.7 px apart): one answer, their weighted mean, more certain than either alone
+    # pixel 0 agrees (0.7 px apart): one answer, their weighted mean, vouched for and likelier than either
     w = fused.POC_WEIGHT
     assert (rows[0], cols[0], choice[0]) == (pytest.approx(10.5 - 0.5 * w), pytest.approx(20.5 - 0.5 * w), 2)
-    assert certainty[0] == pytest.approx(1 - (1 - p_poc[0]) * (1 - p_light[0]))
-    assert certainty[0] > max(p_poc[0], p_light[0])
-    # pixels 1, 2 disagree: the higher calibrated probability wins, with its own probability
-    assert (rows[1], cols[1], certainty[1], choice[1]) == (30.0, 40.0, pytest.approx(p_light[1]), 1)
-    assert (rows[2], cols[2], certainty[2], choice[2]) == (10.0, 20.0, pytest.approx(p_poc[2]), 0)
-    # alone: kept
+    assert certainty[0] == pytest.approx(0.5 * (2 - (1 - p_poc[0]) * (1 - p_light[0])))
+    # pixel 1: POC below its threshold, light vouched for: light, in the upper half
+    assert (rows[1], cols[1], certainty[1], choice[1]) == (30.0, 40.0, pytest.approx(0.5 * (1 + p_light[1])), 1)
+    # pixel 2: light below its threshold, POC vouched for: POC
+    assert (rows[2], cols[2], certainty[2], choice[2]) == (10.0, 20.0, pytest.approx(0.5 * (1 + p_poc[2])), 0)
+    # pixel 3: both vouched for and apart: the likelier
+    assert choice[3] == (1 if p_light[3] >= p_poc[3] else 0)
+    # alone: kept, vouched for or not
     assert (rows[4], rows[5], choice[4], choice[5]) == (10.0, 12.0, 0, 1)
+    _, _, low, _ = fused.fuse_arrays(poc, light, thresholds=(0.5, 0.95))  # nobody vouched for but agreement
+    assert low[0] >= 0.5 and (low[1:5] < 0.5).all()
     none = fused.fuse_arrays([np.full(2, np.nan)] * 3, [np.full(2, np.nan)] * 3)
     assert np.isnan(none[0]).all() and (none[3] == -1).all()
 
@@ -102,7 +106,7 @@ def test_the_fused_matcher_finds_a_shifted_pair():
     from sar_stereo_plugin.core.matchers import create_matcher
     torch.set_num_threads(1)
     matcher = create_matcher("fused", device="cpu", flips=False)
-    assert matcher.name == "fused" and (matcher.patch_size, matcher.overlap) == (256, 64)
+    assert matcher.name == "fused" and (matcher.patch_size, matcher.overlap) == (512, 64)
     pair = shifted_pair(np.random.default_rng(3), size=96, shift=(9, -14))
     r, c = np.mgrid[0:96, 0:96]
     inside = c >= 14  # where the truth lies in the window

@@ -329,3 +329,22 @@ def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
         h.update(name.encode())
         h.update(t.contiguous().numpy().tobytes())
     assert log["rank_checksums"] == [h.hexdigest()] * 2  # both ranks hold the saved model
+
+
+def test_a_patch_larger_than_the_trained_size_is_matched_in_tiles(shipped):
+    """A 320-pixel patch (the network was trained on 256): four tiles of 256, each with the part of the
+    window its prior can reach, merged; the shift is found as in a patch of the trained size."""
+    rng = np.random.default_rng(8)
+    pair = shifted_pair(rng, size=320, shift=(12, -9))
+    parts = light.tiles(pair, 256)
+    assert [offsets[:2] for _, offsets in parts] == [(0, 0), (0, 64), (64, 0), (64, 64)]
+    for tile, (r0, c0, w_r0, w_c0) in parts:
+        assert tile.reference.shape == (256, 256)
+        np.testing.assert_array_equal(tile.prior + np.array([w_r0, w_c0])[:, None, None],
+                                      pair.prior[:, r0:r0 + 256, c0:c0 + 256])
+    m = shipped.match([pair])[0]
+    r, c = np.mgrid[0:320, 0:320]
+    inside = c >= 9
+    epe = np.hypot(m.rows - (r + 12), m.cols - (c - 9))[inside]
+    assert np.nanmedian(epe) < 1.5 and np.mean(epe <= 3) > 0.8, (np.nanmedian(epe), np.mean(epe <= 3))
+    assert light.tiles(shifted_pair(rng, size=128), 256)[0][1] == (0, 0, 0, 0)  # fits: the pair itself

@@ -1,7 +1,8 @@
 """Fused matcher: POC and the light matcher on every patch, per pixel the answer more likely right.
 
-Both matchers answer the same :class:`.PatchPair` (the light matcher's patch geometry, 256/64: POC
-matches 256-pixel patches about as well as 512-pixel ones, the light matcher markedly worse). With
+Both matchers answer the same :class:`.PatchPair`, in POC's patch geometry (512/64: POC finds large
+disparities less often in 256-pixel patches), which the light matcher matches in tiles of its own
+(256/64, :func:`.light.tiles`). With
 the engine's forward-backward check (:meth:`FusedMatcher.match_checked`) each matcher's answers are
 first matched back by that matcher and dropped where their round trip does not close within its
 own tolerance (:attr:`.Matcher.consistency_px`, or the one the user gave), so a consistent answer
@@ -9,18 +10,24 @@ wins over a more certain inconsistent one. Each raw certainty is then turned int
 that the answer lies within 3 pixels of the truth, read off the matcher's calibration
 (:data:`CALIBRATION`: piecewise linear, non-decreasing, measured on the validation pairs by
 ``scripts/calibrate_fusion.py``): raw certainties mean different things (POC: a correlation peak's
-height over chance; light: the network's odds of a valid match). Per reference pixel:
+height over chance; light: the network's odds of a valid match). An answer is *vouched for* where
+its own matcher would put it in a DEM (raw certainty at or above that matcher's
+:attr:`.Matcher.certainty_threshold`) or where the other matcher agrees with it. Per reference pixel:
 
-* where the two answers lie within :data:`AGREE_PX` of each other they are one answer, the mean of
-  the two positions weighted by the inverse of each one's error variance where they agree
-  (:data:`POC_WEIGHT`, measured with the calibration), with certainty ``1 - (1 - p_poc)(1 - p_light)``
-  (two methods that fail differently rarely agree by chance);
-* elsewhere the answer with the higher probability, with that probability;
+* where the two answers lie within :data:`AGREE_PX` of each other they are one answer, vouched for,
+  the mean of the two positions weighted by the inverse of each one's error variance where they
+  agree (:data:`POC_WEIGHT`, measured with the calibration), with probability
+  ``1 - (1 - p_poc)(1 - p_light)`` (two methods that fail differently rarely agree by chance);
+* elsewhere the answer vouched for, and of two alike the one with the higher probability;
 * where only one answered, that one.
 
-The fused certainty is thus a probability of being within 3 pixels; the elevation step keeps what
-lies above :attr:`FusedMatcher.certainty_threshold`. The round-trip band of the match raster holds
-the taken answer's round trip (the smaller of the two where they agree or neither was kept).
+The fused certainty is ``(vouched + p) / 2``: at or above one half exactly where the answer is vouched
+for, so that the elevation step's default (:attr:`FusedMatcher.certainty_threshold`, 0.5) keeps what
+either matcher alone would keep, and more where they agree; within each half it follows the
+probability. The calibration is measured on validation pairs of moderate relief and says too much on
+steep ground, where unvouched answers are wrong far more often: hence the two halves. The round-trip
+band of the match raster holds the taken answer's round trip (the smaller of the two where they
+agree or neither was kept).
 """
 
 import numpy as np
@@ -31,8 +38,14 @@ AGREE_PX = 2.0  # two answers this close are one (secondary pixels)
 POC_WEIGHT = 0.5  # POC's weight in the mean of two agreeing answers, from scripts/calibrate_fusion.py
 # raw certainty -> probability within 3 px, knots (raw, probability), from scripts/calibrate_fusion.py
 CALIBRATION = {
-    "poc": ((0.0, 0.0), (1.0, 1.0)),
-    "light": ((0.0, 0.0), (1.0, 1.0)),
+    "poc": ((0.0498, 0.817), (0.0971, 0.912), (0.1266, 0.943), (0.1497, 0.959), (0.1695, 0.973),
+             (0.1874, 0.977), (0.2041, 0.983), (0.2201, 0.985), (0.2359, 0.988), (0.2518, 0.991),
+             (0.2685, 0.993), (0.2859, 0.993), (0.305, 0.994), (0.327, 0.994), (0.3555, 0.994),
+             (0.4057, 0.994)),
+    "light": ((0.4699, 0.761), (0.7513, 0.948), (0.8531, 0.979), (0.9029, 0.988), (0.932, 0.993),
+             (0.9497, 0.998), (0.9609, 0.998), (0.9689, 0.998), (0.9751, 0.999), (0.9799, 1.0),
+             (0.9842, 1.0), (0.9878, 1.0), (0.9908, 1.0), (0.9934, 1.0), (0.9958, 1.0),
+             (0.9979, 1.0)),
 }
 
 
@@ -43,22 +56,25 @@ def calibrated(name, certainty):
     return np.where(np.isfinite(certainty), np.interp(certainty, knots[:, 0], knots[:, 1]), np.nan)
 
 
-def fuse_arrays(poc, light, agree_px=AGREE_PX):
+def fuse_arrays(poc, light, thresholds=(0.0, 0.0), agree_px=AGREE_PX):
     """The fusion rule (module doc) on (rows, cols, raw certainty) of POC and of the light matcher,
-    arrays of any one shape: (rows, cols, certainty, choice), NaN where neither answered; ``choice``
-    0 where POC's answer was taken, 1 the light matcher's, 2 their mean, -1 none."""
+    arrays of any one shape, with their own certainty thresholds: (rows, cols, certainty, choice),
+    NaN where neither answered; ``choice`` 0 where POC's answer was taken, 1 the light matcher's, 2
+    their mean, -1 none."""
     p_poc, p_light = calibrated("poc", poc[2]), calibrated("light", light[2])
     have_poc, have_light = np.isfinite(p_poc), np.isfinite(p_light)
     with np.errstate(invalid="ignore"):
         agree = have_poc & have_light & (np.hypot(poc[0] - light[0], poc[1] - light[1]) <= agree_px)
-        take_light = have_light & ~(have_poc & (p_poc > p_light))
+        score_poc = np.where(have_poc, (poc[2] >= thresholds[0]) + p_poc, -1.0)  # vouched first, then likelier
+        score_light = np.where(have_light, (light[2] >= thresholds[1]) + p_light, -1.0)
+    take_light = have_light & (score_light >= score_poc)
     w = POC_WEIGHT
     rows = np.where(agree, w * poc[0] + (1 - w) * light[0], np.where(take_light, light[0], poc[0]))
     cols = np.where(agree, w * poc[1] + (1 - w) * light[1], np.where(take_light, light[1], poc[1]))
-    certainty = np.where(agree, 1.0 - (1.0 - p_poc) * (1.0 - p_light), np.where(take_light, p_light, p_poc))
+    score = np.where(agree, 2.0 - (1.0 - p_poc) * (1.0 - p_light), np.maximum(score_poc, score_light))
     choice = np.where(agree, 2, np.where(take_light, 1, np.where(have_poc, 0, -1)))
     answered = choice >= 0
-    return (*(np.where(answered, a, np.nan) for a in (rows, cols, certainty)), choice)
+    return (*(np.where(answered, a, np.nan) for a in (rows, cols, 0.5 * score)), choice)
 
 
 class FusedMatcher(Matcher):
@@ -67,8 +83,8 @@ class FusedMatcher(Matcher):
     (:attr:`.PocMatcher.OPTIONS`, :attr:`.LightMatcher.OPTIONS`; the batch size to the light matcher)."""
 
     name = "fused"
-    patch_size, overlap = 256, 64
-    certainty_threshold = 0.5  # more likely within 3 px than not
+    patch_size, overlap = 512, 64
+    certainty_threshold = 0.5  # vouched for (module doc)
     chance_certainty = 0.05
     consistency_px = 5.0  # only switches the check on: each part is checked with its own tolerance
 
@@ -103,9 +119,9 @@ class FusedMatcher(Matcher):
             out.append(found)
         return out, trips
 
-    @staticmethod
-    def _fuse(pair, poc, light):
+    def _fuse(self, pair, poc, light):
         rows, cols, certainty, choice = fuse_arrays((poc.rows, poc.cols, poc.certainty),
-                                                    (light.rows, light.cols, light.certainty))
+                                                    (light.rows, light.cols, light.certainty),
+                                                    (self.poc.certainty_threshold, self.light.certainty_threshold))
         found = answer(pair, rows, cols, certainty)
         return PatchMatch(found.rows, found.cols, found.certainty), choice

@@ -160,8 +160,8 @@ calibrate-fusion: setup
 
 # Reproduce the shipped light-matcher weights from scratch, as they were made: the alpine recipe (2000 steps on one
 # thread, then three warm restarts to 4000, 8000 and 12000 steps on two; about 2 h 10 min), then the broad recipe
-# from its result (procedural and real terrain, random geometry; 1500 steps on one thread). Each stage prints how
-# long it took; the last one compares the result with POC on the withheld DEM.
+# from its result (procedural and real terrain, random geometry; 15 min of simulation, then 1500 steps on one
+# thread, 71 min). Each stage prints how long it took; the last one compares the result with POC on the withheld DEM.
 TRAIN_LIGHT = $(VPY) scripts/train_light.py
 ALPINE_WEIGHTS = build/train_light/light_sar_alpine.pth
 train-light: setup

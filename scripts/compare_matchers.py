@@ -1,33 +1,36 @@
 """Compare matchers as the method's paper does, on pairs the light matcher never saw in training.
 
-Usage: .venv/bin/python scripts/compare_matchers.py [--matchers poc light] [--out build/compare]
-       [--scenes test|validation|all] [--steps both|new|old] [--band PX] [--threshold C]
-       [--results docs/RESULTS.md]   (`make compare`)
+Usage: .venv/bin/python scripts/compare_matchers.py [--matchers poc light fused] [--out build/compare]
+       [--scenes test|steep|validation|all] [--steps new|old|both] [--baseline WEIGHTS] [--band PX]
+       [--threshold C] [--results docs/RESULTS.md]   (`make compare`)
 
-Scenes: the `make demo` pair (embedded Jacksboro DEM, default flight design) and a pair over the South
-Glacier DEM (Yukon, 20 m, UTM), which `scripts/train_light.py` withholds from training. For each
-matcher, through the same patch engine and height prior (+-300 m) with the matcher's own patch
-geometry (what a user gets by default; ``--patch-size``/``--overlap`` impose one on all): matching
-accuracy at 1/3/5/10 px and coverage against the simulator's ground truth
-(`core.evaluate.evaluate_matches`), then the DEM made from the matches
-(`core.elevation.generate_elevation`) against the DEM the pair was simulated from
+Scenes (``--scenes``): ``test``, the `make demo` pair (embedded Jacksboro DEM, default flight design)
+and a pair over the South Glacier DEM (Yukon, 20 m, UTM, 35/50 degrees); ``steep``, the held-out
+steep-relief set: South Glacier again at 25/55 degrees (28 % of its slopes above 35 degrees) and the
+Alaskan glacier region (100 m, 15 %) at 28/58 degrees, incidences far apart and the nearer one steep
+(strong foreshortening: the views differ most in scale); no training recipe uses either DEM. ``validation``: two pairs with fresh
+flights over training DEMs (Swiss Alps, Hintereisferner), on which the defaults were chosen (the light
+matcher's epipolar band and certainty threshold, the round-trip tolerances, the fusion's calibration,
+the elevation step's outlier test), so the other pairs stay unseen by that choice; ``all`` (the
+default): every set.
+
+For each matcher (``--matchers``: poc, light, fused, roma; ``light-baseline``, the light matcher with
+``--baseline`` weights and their threshold 0.5), through the same patch engine and height prior
+(+-300 m) with the matcher's own patch geometry (what a user gets by default;
+``--patch-size``/``--overlap`` impose one on all): matching accuracy at 1/3/5/10 px and coverage
+against the simulator's ground truth (`core.evaluate.evaluate_matches`), then the DEM made from the
+matches (`core.elevation.generate_elevation`) against the DEM the pair was simulated from
 (`core.evaluate.evaluate_dem`): share of cells within 1/2/5/10/20 m, median absolute error, NMAD,
 RMSE, LE90, their ratios to the NMAD (a blunder-free DEM has RMSE ~ NMAD, LE90 ~ 1.65 NMAD), the
 blunder share (cells more than 3 NMAD from the median error) and coverage, also as a share of the
 **ceiling**: the coverage the simulator's perfect matches reach (its ground truth through the same
-elevation step). Each matcher twice (``--steps both``): with every default of today ("new": the
-forward-backward check, the certainty-weighted median, the neighbourhood test) and without the
-steps issue 16 added ("old": no check, the plain median, no neighbourhood test, the certainty
-thresholds the matchers had before it, light 0.05, POC 0). Prints a Markdown table, writes it with every
-figure to <out>/compare.json, and puts it in its own dated section of the results page
-(``--results``; an empty value leaves the page alone).
-
-``--scenes validation``: two pairs with fresh flights over training DEMs (Swiss Alps, Hintereisferner),
-on which the light matcher's defaults (epipolar band, certainty threshold), the matchers' round-trip
-tolerances and the elevation step's outlier test were chosen, so the test pairs above stay unseen by
-that choice too; ``test``: the test pairs alone; ``all`` (the default): both.
-``--band``: the epipolar band (pixels, 0: none). ``--threshold``: the certainty threshold of the DEM
-step for every matcher (default: each matcher's own).
+elevation step); the matching time and its ratio to POC's on the scene. ``--steps old`` (or ``both``)
+also runs each matcher without the steps issue 16 added (no check, the plain median, no neighbourhood
+test, the certainty thresholds the matchers had before it). Prints a Markdown table, writes it with
+every figure to <out>/compare.json, and puts it in its own dated section of the results page
+(``--results``; an empty value leaves the page alone). ``--band``: the epipolar band (pixels, 0:
+none). ``--threshold``: the certainty threshold of the DEM step for every matcher (default: each
+matcher's own).
 """
 
 import argparse
@@ -45,6 +48,7 @@ SHARED = Path(os.environ.get("SARSTEREO_SHARED_DATA", ROOT.parent / "shared" / "
 
 
 MATCHERS = ("poc", "light", "fused")  # the default rows, each scene
+BASELINE_THRESHOLD = 0.5  # the light matcher's certainty threshold with the alpine weights (--baseline)
 # the matchers' certainty thresholds before issue 16
 BEFORE_THRESHOLD = {"light": 0.05, "light-baseline": 0.05, "poc": 0.0, "roma": 0.0, "fused": 0.0}
 
@@ -97,6 +101,8 @@ def evaluate(paths, folder, name, settings, threshold=None, steps="new", baselin
     from sar_stereo_plugin.core.matching import match_pair
     matches, dem = folder / f"matches_{name}_{steps}.tif", folder / f"dem_{name}_{steps}.tif"
     matcher = (create_matcher("light", weights=baseline) if name == "light-baseline" else create_matcher(name))
+    if name == "light-baseline" and threshold is None:
+        threshold = BASELINE_THRESHOLD  # the DEM step's default with those weights
     elevation = ElevationSettings(certainty_threshold=threshold)
     if steps == "old":
         settings = replace(settings, consistency_px=0.0)

@@ -5,14 +5,14 @@ Usage: .venv/bin/python scripts/compare_matchers.py [--matchers poc light fused]
        [--threshold C] [--results docs/RESULTS.md]   (`make compare`)
 
 Scenes (``--scenes``): ``test``, the `make demo` pair (embedded Jacksboro DEM, default flight design)
-and a pair over the South Glacier DEM (Yukon, 20 m, UTM, 35/50 degrees); ``steep``, the held-out
-steep-relief set: South Glacier again at 25/55 degrees (28 % of its slopes above 35 degrees) and the
-Alaskan glacier region (100 m, 15 %) at 28/58 degrees, incidences far apart and the nearer one steep
-(strong foreshortening: the views differ most in scale); no training recipe uses either DEM. ``validation``: two pairs with fresh
-flights over training DEMs (Swiss Alps, Hintereisferner), on which the defaults were chosen (the light
-matcher's epipolar band and certainty threshold, the round-trip tolerances, the fusion's calibration,
-the elevation step's outlier test), so the other pairs stay unseen by that choice; ``all`` (the
-default): every set.
+and a pair over the South Glacier DEM (Yukon, 20 m, UTM, 35/50 degrees); ``steep``, the held-out steep-
+relief set: South Glacier again at 25/55 degrees (28 % of its slopes above 35 degrees) and the Alaskan
+glacier region (100 m, 15 %) at 28/58 degrees, incidences far apart and the nearer one steep (strong
+foreshortening: the views differ most in scale); no training recipe uses either DEM. ``validation``: two
+pairs with fresh flights over training DEMs (Swiss Alps, Hintereisferner), on which the defaults were
+chosen (the light matcher's epipolar band and certainty threshold, the round-trip tolerances, the
+fusion's calibration, the elevation step's outlier test), so the other pairs stay unseen by that choice;
+``all`` (the default): every set.
 
 For each matcher (``--matchers``: poc, light, fused, roma; ``light-baseline``, the light matcher with
 ``--baseline`` weights and their threshold 0.5), through the same patch engine and height prior

@@ -1,8 +1,8 @@
 """Matches -> 3D points -> DEM: triangulation, robust fusion, uncertainty, gap filling, quality.
 
 Every match that is finite and at least as certain as ``certainty_threshold`` (default: the
-threshold the matcher recorded in the match raster, 0.5 for the light matcher, 0.05 for POC, 0 for
-RoMa and a simulator ground truth) is triangulated with both sensor models
+threshold the matcher recorded in the match raster, 0.8 for the light matcher, 0.05 for POC, 0.5 for
+the fused matcher, 0 for RoMa and a simulator ground truth) is triangulated with both sensor models
 (:func:`.stereo.triangulate`: range/Doppler equations on the WGS84 ellipsoid), block by block of
 match-raster rows. A point whose misclosure exceeds
 ``max_residual_m`` is dropped (an exact match closes to ~0 m; an azimuth mismatch of d metres

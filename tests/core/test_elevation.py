@@ -339,7 +339,7 @@ def test_cancel_writes_nothing(oetztal_truth, tmp_path):
 
 def test_certainty_threshold_defaults_to_the_matchers_own(alpine_pair, oracle, tmp_path):
     """A matcher's certainty_threshold travels in its match raster and is the elevation step's
-    default (the light matcher's is 0.5); a given threshold wins; a ground truth records none (0)."""
+    default (the light matcher's is 0.8); a given threshold wins; a ground truth records none (0)."""
     from sar_stereo_plugin.core.matchers.light import LightMatcher
     from sar_stereo_plugin.core.matching import MatchSettings, match_pair
     paths, _ = alpine_pair
@@ -355,4 +355,4 @@ def test_certainty_threshold_defaults_to_the_matchers_own(alpine_pair, oracle, t
     assert given.certainty_threshold == 0.0 and given.matches_used == int(np.isfinite(certainty).sum())
     assert 0.2 < own.matches_used / given.matches_used < 0.5  # the first column of patches, of three
     assert generate_elevation(paths["ground_truth"], tmp_path / "truth.tif").certainty_threshold == 0.0
-    assert LightMatcher.certainty_threshold == 0.5
+    assert LightMatcher.certainty_threshold == 0.8

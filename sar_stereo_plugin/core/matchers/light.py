@@ -414,11 +414,10 @@ def _starts(n, size):
 def tiles(pair, size):
     """[(tile pair, (row, col of the tile in the patch, row, col of its window in the pair's window))]:
     the pair itself where its reference fits ``size``, else as few tiles of ``size`` as cover it
-    (a 512-pixel patch: four, edge to edge; the patches' own overlap covers their seams as well as
-    tiles overlapping inside a patch would, at 9/4 of the cost), each with the part of the window
-    within its search radius (+ ``PRIOR_MARGIN_PX``) of its prior, every way (the whole window where
-    the prior is missing): a window cut only along the epipolar direction, as the engine cuts them,
-    matched less well (steep South Glacier pair: 3 px 0.736 against 0.759)."""
+    (a 512-pixel patch: four, edge to edge; nine overlapping ones cost 9/4 as much for little more),
+    each with the part of the window within its search radius (+ ``PRIOR_MARGIN_PX``) of its prior,
+    every way (the whole window where the prior is missing): windows cut only along the epipolar
+    direction, as the engine cuts them, matched less well (docs/RESULTS.md)."""
     (h, w), (h2, w2) = pair.reference.shape, pair.secondary.shape
     if h <= size and w <= size:
         return [(pair, (0, 0, 0, 0))]
@@ -444,6 +443,7 @@ def tiles(pair, size):
                              pair.band_px)
             out.append((tile, (r0, c0, w_r0, w_c0)))
     return out
+
 
 def prior_cells(torch, pairs, ref_size, sec_size, device):
     """(B, H1, W1, H0, W0) bool on ``device``: the secondary cells (1/8 of the network's input

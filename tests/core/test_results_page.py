@@ -52,11 +52,14 @@ def test_the_machine_line_names_cores_and_gpus(scripts):
 
 def test_compare_names_the_command_that_regenerates_its_table(scripts):
     compare = scripts[1]
-    defaults = dict(matchers=["poc", "light"], patch_size=None, overlap=None, scenes="all", steps="both", band=None,
-                    threshold=None)
+    defaults = dict(matchers=["poc", "light", "fused"], patch_size=None, overlap=None, scenes="all", steps="new",
+                    baseline=None, band=None, threshold=None)
     assert compare.command(compare.argparse.Namespace(**defaults)) == "make compare"
     args = compare.argparse.Namespace(**{**defaults, "scenes": "validation", "band": 8.0})
     assert compare.command(args) == ".venv/bin/python scripts/compare_matchers.py --scenes validation --band 8.0"
+    args = compare.argparse.Namespace(**{**defaults, "matchers": ["poc", "light-baseline"], "baseline": "old.pth"})
+    assert compare.command(args) == (".venv/bin/python scripts/compare_matchers.py --matchers poc light-baseline "
+                                     "--baseline old.pth")
 
 
 def test_bench_table_is_markdown(scripts):

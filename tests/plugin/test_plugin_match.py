@@ -52,8 +52,8 @@ def test_matchpair_fused_loads_its_matches(plugin, alpine_pair, tmp_path, qgis_n
     paths, _ = alpine_pair
     out = tmp_path / "matches.tif"
     result = processing.runAndLoadResults("sarstereo:matchpair", {
-        **_pair(alpine_pair), "MATCHER": 4, "PRIOR_DEM": paths["dem"], "HEIGHT_UNCERTAINTY": 100.0,
-        "OUTPUT": str(out)})
+        **_pair(alpine_pair), "MATCHER": 4, "PATCH_SIZE": 256, "OVERLAP": 32, "PRIOR_DEM": paths["dem"],
+        "HEIGHT_UNCERTAINTY": 100.0, "OUTPUT": str(out)})
     ds = gdal.Open(str(out))
     bands = ds.ReadAsArray()
     kept = np.isfinite(bands[0])

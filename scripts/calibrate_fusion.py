@@ -65,7 +65,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "build" / "calibrate_fusion")
     a = p.parse_args()
-    from compare_matchers import scenes, simulate
+    from compare_matchers import folder_name, scenes, simulate
 
     from sar_stereo_plugin.core.matchers import create_matcher, fused
     from sar_stereo_plugin.core.matching import MatchSettings, match_pair
@@ -74,7 +74,7 @@ def main():
     parts = {"poc": create_matcher("poc"), "light": create_matcher("light")}
     pooled, runs, agreeing = {name: ([], []) for name in parts}, {}, {name: [] for name in parts}
     for scene, (dem, flight) in scenes("validation").items():
-        folder = a.out / "_".join(scene.split(" (")[0].lower().split())
+        folder = a.out / folder_name(scene)
         paths = simulate(folder, dem, flight, seed=4242)
         truth = read(paths["truth"])
         valid = truth[2] > 0.5

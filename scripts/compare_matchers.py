@@ -80,6 +80,11 @@ def scenes(which):
                 heading_deg=30.0, reference_incidence_deg=35.0, secondary_incidence_deg=50.0, **common))}
 
 
+def folder_name(scene):
+    """A scene's folder under --out: its name without the parenthesis, lower case, underscores."""
+    return "_".join(scene.split(" (")[0].lower().split())
+
+
 def simulate(folder, dem, flight, seed):
     from sar_stereo_plugin.core.dem import open_dem
     from sar_stereo_plugin.core.simulate import simulate_pair
@@ -178,7 +183,7 @@ def main():
     validation = scenes("validation")
     steps = ("old", "new") if args.steps == "both" else (args.steps,)
     for scene, (dem, flight) in scenes(args.scenes).items():
-        folder = args.out / "_".join(scene.split(" (")[0].lower().split())
+        folder = args.out / folder_name(scene)
         paths = simulate(folder, dem, flight, seed=4242 if scene in validation else 0)
         ceilings[scene] = ceiling(paths, folder)
         results[scene] = {f"{name} {step}": evaluate(paths, folder, name, settings, args.threshold, step,

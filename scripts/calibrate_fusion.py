@@ -9,9 +9,10 @@ valid truth pixels each one answered, the share within 3 px as a function of its
 bins of equal count, made non-decreasing (pool-adjacent-violators), a knot at each bin's median
 certainty. Where both answered within 3 px of the truth and within ``AGREE_PX`` of each other, the
 mean square error of each gives POC's weight in the mean of two agreeing answers (inverse variance).
-Prints the knots as ``core/matchers/fused.py`` takes them (``CALIBRATION``, ``POC_WEIGHT``), then how the
-fused matcher does with them on the same pairs, against each matcher alone (within 1/3/10 px over
-the valid truth pixels, and matched share).
+Prints the knots as ``core/matchers/fused.py`` takes them (``CALIBRATION``, ``POC_WEIGHT``), then, per
+pair, how often each is right where the two disagree and where POC alone answered (the fusion rule's
+grounds), and how the fused matcher does with them on the same pairs, against each matcher alone
+(within 1/3/10 px over the valid truth pixels, and matched share).
 """
 
 import argparse
@@ -61,6 +62,15 @@ def scores(path, truth, valid):
     return [float((err <= t).mean()) for t in (1, 3, 10)] + [float(np.isfinite(rows[valid]).mean())]
 
 
+def disagreement(errors, valid, apart):
+    """Shares within 3 px: of each matcher's answers where both answered more than ``AGREE_PX``
+    apart, and of POC's where the light matcher has no answer."""
+    both = valid & apart
+    alone = valid & np.isfinite(errors["poc"]) & ~np.isfinite(errors["light"])
+    return ({name: float(np.mean(e[both] <= 3.0)) if both.any() else np.nan for name, e in errors.items()},
+            float(np.mean(errors["poc"][alone] <= 3.0)) if alone.any() else np.nan, int(both.sum()), int(alone.sum()))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "build" / "calibrate_fusion")
@@ -73,6 +83,7 @@ def main():
                              height_uncertainty_m=300.0)
     parts = {"poc": create_matcher("poc"), "light": create_matcher("light")}
     pooled, runs, agreeing = {name: ([], []) for name in parts}, {}, {name: [] for name in parts}
+    disagreeing = {}
     for scene, (dem, flight) in scenes("validation").items():
         folder = a.out / folder_name(scene)
         paths = simulate(folder, dem, flight, seed=4242)
@@ -90,8 +101,9 @@ def main():
         (pr, pc, _), (lr, lc, _) = found["poc"], found["light"]
         errors = {"poc": np.hypot(pr - truth[0], pc - truth[1]), "light": np.hypot(lr - truth[0], lc - truth[1])}
         with np.errstate(invalid="ignore"):
-            both = (valid & (np.hypot(pr - lr, pc - lc) <= fused.AGREE_PX) & (errors["poc"] <= 3)
-                    & (errors["light"] <= 3))
+            apart = np.hypot(pr - lr, pc - lc) > fused.AGREE_PX
+            both = valid & ~apart & (errors["poc"] <= 3) & (errors["light"] <= 3)
+            disagreeing[scene] = disagreement(errors, valid, apart)
         for name in parts:
             agreeing[name].append(errors[name][both])
     table = {name: knots(np.concatenate(c), np.concatenate(h)) for name, (c, h) in pooled.items()}
@@ -104,6 +116,9 @@ def main():
     weight = round(mse["light"] / (mse["poc"] + mse["light"]), 3)
     print(f"POC_WEIGHT = {weight}  # mean square errors where both agree: POC {mse['poc']:.3f}, light "
           f"{mse['light']:.3f} px^2")
+    for scene, (shares, alone, n_apart, n_alone) in disagreeing.items():
+        print(f"{scene}: where the two disagree ({n_apart} pixels) POC within 3 px {shares['poc']:.3f}, light "
+              f"{shares['light']:.3f}; POC alone ({n_alone} pixels) {alone:.3f}")
     fused.CALIBRATION.update(table)
     fused.POC_WEIGHT = weight
     matcher = fused.FusedMatcher(poc=parts["poc"], light=parts["light"])

@@ -1,4 +1,4 @@
-"""The fused matcher (core/matchers/fused.py): per pixel the answer more likely right, agreement,
+"""The fused matcher (core/matchers/fused.py): agreement, light's answer where the two disagree,
 each part's forward-backward check before the choice (through the patch engine), its calibration,
 and the matcher as create_matcher builds it."""
 
@@ -31,24 +31,22 @@ def answers():
     return poc, light
 
 
-def test_the_vouched_likelier_answer_wins_and_agreement_vouches():
+def test_agreement_refines_light_wins_a_disagreement_and_poc_alone_is_not_vouched_for():
     poc, light = answers()
-    rows, cols, certainty, choice = fused.fuse_arrays(poc, light, thresholds=(0.1, 0.5))
+    rows, cols, certainty, choice = fused.fuse_arrays(poc, light, light_threshold=0.5)
     p_poc, p_light = fused.calibrated("poc", poc[2]), fused.calibrated("light", light[2])
     # pixel 0 agrees (0.7 px apart): one answer, their weighted mean, vouched for and likelier than either
     w = fused.POC_WEIGHT
     assert (rows[0], cols[0], choice[0]) == (pytest.approx(10.5 - 0.5 * w), pytest.approx(20.5 - 0.5 * w), 2)
     assert certainty[0] == pytest.approx(0.5 * (2 - (1 - p_poc[0]) * (1 - p_light[0])))
-    # pixel 1: POC below its threshold, light vouched for: light, in the upper half
-    assert (rows[1], cols[1], certainty[1], choice[1]) == (30.0, 40.0, pytest.approx(0.5 * (1 + p_light[1])), 1)
-    # pixel 2: light below its threshold, POC vouched for: POC
-    assert (rows[2], cols[2], certainty[2], choice[2]) == (10.0, 20.0, pytest.approx(0.5 * (1 + p_poc[2])), 0)
-    # pixel 3: both vouched for and apart: the likelier
-    assert choice[3] == (1 if p_light[3] >= p_poc[3] else 0)
-    # alone: kept, vouched for or not
+    # pixels 1-3 disagree: light's answer whatever the certainties, vouched for where above its threshold
+    assert (rows[1:4] == 30.0).all() and (cols[1:4] == 40.0).all() and (choice[1:4] == 1).all()
+    np.testing.assert_allclose(certainty[1:4], 0.5 * (np.array([1.0, 0.0, 1.0]) + p_light[1:4]))
+    # alone: kept; POC's never vouched for (below one half), light's as its threshold says
     assert (rows[4], rows[5], choice[4], choice[5]) == (10.0, 12.0, 0, 1)
-    _, _, low, _ = fused.fuse_arrays(poc, light, thresholds=(0.5, 0.95))  # nobody vouched for but agreement
-    assert low[0] >= 0.5 and (low[1:5] < 0.5).all()
+    assert certainty[4] == pytest.approx(0.5 * p_poc[4]) and certainty[5] >= 0.5
+    _, _, low, _ = fused.fuse_arrays(poc, light, light_threshold=0.95)  # nobody vouched for but agreement
+    assert low[0] >= 0.5 and (low[1:] < 0.5).all()
     none = fused.fuse_arrays([np.full(2, np.nan)] * 3, [np.full(2, np.nan)] * 3)
     assert np.isnan(none[0]).all() and (none[3] == -1).all()
 

@@ -334,10 +334,11 @@ def test_torchrun_two_gloo_processes_train_one_model(tmp_path):
 
 def test_a_patch_larger_than_the_trained_size_is_matched_in_tiles(shipped):
     """A 320-pixel patch (the network was trained on 256): four tiles of 256, each with the part of the
-    window its prior can reach, merged; the shift is found as in a patch of the trained size."""
+    window its prior can reach, merged; the shift is found as in a patch of the trained size. A 512-pixel
+    one: nine, sharing at least the matcher's overlap."""
     rng = np.random.default_rng(8)
     pair = shifted_pair(rng, size=320, shift=(12, -9))
-    parts = light.tiles(pair, 256)
+    parts = light.tiles(pair, 256, 64)
     assert [offsets[:2] for _, offsets in parts] == [(0, 0), (0, 64), (64, 0), (64, 64)]
     for tile, (r0, c0, w_r0, w_c0) in parts:
         assert tile.reference.shape == (256, 256)
@@ -348,4 +349,5 @@ def test_a_patch_larger_than_the_trained_size_is_matched_in_tiles(shipped):
     inside = c >= 9
     epe = np.hypot(m.rows - (r + 12), m.cols - (c - 9))[inside]
     assert np.nanmedian(epe) < 1.5 and np.mean(epe <= 3) > 0.8, (np.nanmedian(epe), np.mean(epe <= 3))
-    assert light.tiles(shifted_pair(rng, size=128), 256)[0][1] == (0, 0, 0, 0)  # fits: the pair itself
+    assert light.tiles(shifted_pair(rng, size=128), 256, 64)[0][1] == (0, 0, 0, 0)  # fits: the pair itself
+    assert light._starts(512, 256, 64) == [0, 128, 256] and light._starts(256 + 192, 256, 64) == [0, 192]

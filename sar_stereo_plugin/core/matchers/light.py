@@ -317,7 +317,7 @@ class LightMatcher(Matcher):
         """Answers per pair; a reference patch larger than :attr:`patch_size` (the size the network
         was trained on) is matched in tiles of that size (:func:`tiles`), merged by certainty."""
         pairs = list(pairs)
-        cut = [tiles(pair, self.patch_size) for pair in pairs]
+        cut = [tiles(pair, self.patch_size, self.overlap) for pair in pairs]
         found = iter(self._match_tiles([tile for parts in cut for tile, _ in parts]))
         out = []
         for pair, parts in zip(pairs, cut):
@@ -405,25 +405,27 @@ class LightMatcher(Matcher):
         return answer(pair, from_normalised(s[1], h2), from_normalised(s[0], w2), s[2])
 
 
-def _starts(n, size):
-    """First pixels of the fewest ``size``-long tiles covering ``n``, spread evenly."""
-    count = -(-n // size)
+def _starts(n, size, overlap):
+    """First pixels of the fewest ``size``-long tiles covering ``n`` with at least ``overlap`` shared
+    between neighbours, spread evenly."""
+    count = 1 if n <= size else -(-(n - size) // (size - overlap)) + 1
     return sorted({int(round(k * (n - size) / max(count - 1, 1))) for k in range(count)})
 
 
-def tiles(pair, size):
+def tiles(pair, size, overlap):
     """[(tile pair, (row, col of the tile in the patch, row, col of its window in the pair's window))]:
-    the pair itself where its reference fits ``size``, else as few tiles of ``size`` as cover it
-    (a 512-pixel patch: four, edge to edge; nine overlapping ones cost 9/4 as much for little more),
-    each with the part of the window within its search radius (+ ``PRIOR_MARGIN_PX``) of its prior,
-    every way (the whole window where the prior is missing): windows cut only along the epipolar
-    direction, as the engine cuts them, matched less well (docs/RESULTS.md)."""
+    the pair itself where its reference fits ``size``, else as few tiles of ``size`` as cover it with
+    ``overlap`` pixels shared, as the engine's patches share theirs (a 512-pixel patch in 256-pixel
+    tiles: nine; four edge to edge matched markedly worse, docs/RESULTS.md), each with the part of the
+    window within its search radius (+ ``PRIOR_MARGIN_PX``) of its prior, every way (the whole window
+    where the prior is missing): windows cut only along the epipolar direction, as the engine cuts them,
+    matched less well (docs/RESULTS.md)."""
     (h, w), (h2, w2) = pair.reference.shape, pair.secondary.shape
     if h <= size and w <= size:
         return [(pair, (0, 0, 0, 0))]
     out = []
-    for r0 in _starts(h, size):
-        for c0 in _starts(w, size):
+    for r0 in _starts(h, size, overlap):
+        for c0 in _starts(w, size, overlap):
             sl = np.s_[r0:r0 + size, c0:c0 + size]
             prior = None if pair.prior is None else np.asarray(pair.prior[(slice(None),) + sl], np.float64)
             box = [(0, h2), (0, w2)]

